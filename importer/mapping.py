@@ -1,0 +1,421 @@
+"""A batch of input rows to Event API parameters, URLs and rejects, vectorized.
+
+Each field of the schema is checked over whole Arrow columns; per-row Python runs only for
+what cannot be vectorized (hashing, cookies, odd numbers), once per distinct value. A row
+that breaks any rule is rejected with every rule it breaks; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time as _time
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from importer import encode
+from importer.rules import RULES, Violations
+from importer.schema import DigitsField, Schema, TextField, read_salt
+from importer.source import Batch
+from importer.times import parse_times
+from importer.values import parse_values
+
+_CONTROL = r"[\x00-\x1f\x7f]"
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_VARIATION = r"^[0-9]+(_[0-9]+)*$"
+_GOALS = r"^[0-9]+(,[0-9]+)*$"
+_KEY_SEPARATOR = "\x1f"
+
+REJECT_COLUMNS = ("file", "row", "line", "column", "rule", "message", "value")
+PARAM_COLUMNS = ("a", "n", "u", "x", "v", "g", "d", "s", "time")
+
+
+@dataclass
+class Mapped:
+    """The outcome of mapping one batch.
+
+    Attributes:
+        batch: the batch that was mapped.
+        valid: for each read row of the batch, whether it passed every rule.
+        events: one row per valid input row: position, file, row, line, the parameters
+            (a, n, u, x, v, g, d, s, time) and the request url.
+        keys: the dedupe key of each valid row, when the schema has one.
+        rejects: one row per broken rule (file, row, line, column, rule, message, value,
+            position); a rejected row may appear several times.
+        rejected: how many rows of the batch were rejected (malformed ones included).
+    """
+
+    batch: Batch
+    valid: np.ndarray
+    events: pa.Table
+    keys: list[str] | None
+    rejects: pa.Table
+    rejected: int
+
+
+class Mapper:
+    """Maps batches with one schema; constants are checked and encoded once."""
+
+    def __init__(self, schema: Schema, *, endpoint: str | None = None, now: float | None = None) -> None:
+        self.schema = schema
+        self.endpoint = endpoint or schema.endpoint
+        self.now = _time.time() if now is None else now
+        spec = schema.user_id
+        self.salt = read_salt(spec.salt_env) if spec.salt_env else ""
+
+    def map(self, batch: Batch) -> Mapped:
+        """Validate and encode one batch."""
+        data = batch.data
+        size = 0 if data is None else data.num_rows
+        found = Violations(size)
+        if data is None or size == 0:
+            return self._finish(batch, found, None, {})
+        texts = _Texts(data)
+        params: dict[str, encode.Piece] = {}
+        params["a"] = self._digits(self.schema.project_id, texts, found, "project-id-digits")
+        params["d"] = self._digits(self.schema.account_id, texts, found, "account-id-digits")
+        params["u"] = self._user(texts, found)
+        params["n"] = self._text(self.schema.event_name, texts, found, "event-name")
+        params["x"], experiment_ids = self._experiments(texts, found)
+        params["g"] = experiment_ids if self.schema.kind == "impression" else self._goals(texts, found)
+        params["v"] = self._value(texts, found, data)
+        params["time"] = pc.cast(
+            parse_times(data.column(self.schema.time.column), self.schema.time,
+                        self.schema.checks, self.now, found),
+            pa.string(),
+        )
+        params["s"] = self._segments(texts, found)
+        keys = self._keys(texts, found)
+        return self._finish(batch, found, params, keys)
+
+    # -- fields -------------------------------------------------------------------------
+
+    def _digits(self, spec: DigitsField, texts: _Texts, found: Violations, rule: str) -> encode.Piece:
+        if spec.value is not None:
+            return spec.value
+        assert spec.column is not None
+        cells = texts.get(spec.column)
+        found.add(pc.invert(pc.ascii_is_decimal(cells)), rule, spec.column, cells)
+        return cells
+
+    def _text(self, spec: TextField, texts: _Texts, found: Violations, prefix: str) -> encode.Piece:
+        if spec.value is not None:
+            return spec.value
+        assert spec.column is not None
+        cells = texts.get(spec.column)
+        found.add(pc.equal(pc.binary_length(cells), 0), f"{prefix}-empty", spec.column, cells)
+        found.add(pc.match_substring_regex(cells, _CONTROL), f"{prefix}-control", spec.column, cells)
+        return cells
+
+    def _user(self, texts: _Texts, found: Violations) -> encode.Piece:
+        spec = self.schema.user_id
+        cells = self._text(spec, texts, found, "user-id")
+        if spec.hash == "none" and not spec.allow_email:
+            column = spec.column or "user_id"
+            if not isinstance(cells, str) and pc.any(pc.match_substring(cells, "@")).as_py():
+                found.add(pc.match_substring_regex(cells, _EMAIL), "user-id-email", column, cells)
+        if spec.hash == "sha256":
+            return _hash_ids(cells, self.salt)
+        return cells
+
+    def _experiments(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array]:
+        """x fragments ("x1=2&x3=4") and experiment ids ("1,3") per row."""
+        fragments: list[encode.Piece] = []
+        ids: list[encode.Piece] = []
+        size = found.size
+        flagged = np.zeros(size, dtype=bool)  # rows already rejected as experiment-missing
+        for pair in self.schema.experiments:
+            exp = pair.experiment if pair.experiment is not None else texts.get(pair.experiment_column)
+            var = pair.variation if pair.variation is not None else texts.get(pair.variation_column)
+            exp_arr = _broadcast(exp, size)
+            var_arr = _broadcast(var, size)
+            exp_empty = _np(pc.equal(pc.binary_length(exp_arr), 0))
+            var_empty = _np(pc.equal(pc.binary_length(var_arr), 0))
+            absent = exp_empty & var_empty
+            half = exp_empty ^ var_empty
+            column = pair.experiment_column or pair.variation_column or "experiments"
+            missing = half | (absent & pair.required)
+            found.add(missing, "experiment-missing", column, exp_arr)
+            flagged |= missing
+            present = ~exp_empty & ~var_empty
+            bad_exp = present & ~_np(pc.ascii_is_decimal(exp_arr))
+            bad_var = present & ~_np(pc.match_substring_regex(var_arr, _VARIATION))
+            found.add(bad_exp, "experiment-id-digits", pair.experiment_column or "experiment", exp_arr)
+            found.add(bad_var, "variation-id-format", pair.variation_column or "variation", var_arr)
+            keep = pa.array(present)
+            fragments.append(pc.if_else(
+                keep, pc.binary_join_element_wise("x", exp_arr, "=", var_arr, ""), pa.scalar(None, pa.string())
+            ))
+            ids.append(pc.if_else(keep, exp_arr, pa.scalar(None, pa.string())))
+        if self.schema.buckets is not None:
+            frag, exp_ids = self._buckets(texts, found)
+            fragments.append(frag)
+            ids.append(exp_ids)
+        x = pc.binary_join_element_wise(*fragments, "&", null_handling="skip")
+        joined_ids = pc.binary_join_element_wise(*ids, ",", null_handling="skip")
+        none = _np(pc.equal(pc.binary_length(x), 0)) & ~flagged
+        found.add(none, "experiment-missing", self._experiment_column(), x)
+        return x, joined_ids
+
+    def _experiment_column(self) -> str:
+        if self.schema.buckets is not None:
+            return self.schema.buckets.column
+        first = self.schema.experiments[0]
+        return first.experiment_column or first.variation_column or "experiments"
+
+    def _buckets(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array]:
+        spec = self.schema.buckets
+        assert spec is not None
+        cells = texts.get(spec.column)
+        encoded = cells.dictionary_encode()
+        parsed = [_parse_buckets(v, spec.format) for v in encoded.dictionary.to_pylist()]
+        frags = pa.array([p[0] if p else None for p in parsed], pa.string()).take(encoded.indices)
+        exp_ids = pa.array([p[1] if p else None for p in parsed], pa.string()).take(encoded.indices)
+        bad = pc.and_(pc.is_null(frags), pc.greater(pc.binary_length(cells), 0))
+        found.add(bad, "buckets-invalid", spec.column, cells)
+        empty = pc.equal(pc.binary_length(frags), 0)
+        return pc.if_else(empty, pa.scalar(None, pa.string()), frags), exp_ids
+
+    def _goals(self, texts: _Texts, found: Violations) -> encode.Piece:
+        spec = self.schema.goal_ids
+        if spec is None:
+            return None
+        if spec.value is not None:
+            return spec.value
+        assert spec.column is not None
+        cells = pc.replace_substring(texts.get(spec.column), " ", "")
+        empty = pc.equal(pc.binary_length(cells), 0)
+        if spec.required:
+            found.add(empty, "goal-ids-missing", spec.column, texts.get(spec.column))
+        bad = pc.and_(pc.invert(empty), pc.invert(pc.match_substring_regex(cells, _GOALS)))
+        found.add(bad, "goal-ids-format", spec.column, texts.get(spec.column))
+        return pc.if_else(empty, pa.scalar(None, pa.string()), cells)
+
+    def _value(self, texts: _Texts, found: Violations, data: pa.RecordBatch) -> encode.Piece:
+        spec = self.schema.value
+        if spec is None:
+            return None
+        if spec.value is not None:
+            return str(spec.value)
+        assert spec.column is not None
+        currency = texts.get(spec.currency_column) if spec.currency_column else None
+        values = parse_values(texts.get(spec.column), currency, spec, found)
+        return pc.cast(values, pa.string())
+
+    def _segments(self, texts: _Texts, found: Violations) -> encode.Piece:
+        pieces: list[pa.Array | str] = []
+        for segment in self.schema.segments:
+            if segment.value is not None:
+                pieces.append(f"s{segment.id}={encode.quote(segment.value)}")
+                continue
+            assert segment.column is not None
+            cells = texts.get(segment.column)
+            empty = pc.equal(pc.binary_length(cells), 0)
+            if segment.required:
+                found.add(empty, "segment-missing", segment.column, cells)
+            found.add(pc.match_substring_regex(cells, _CONTROL), "segment-control", segment.column, cells)
+            value = pc.if_else(empty, pa.scalar(None, pa.string()), encode.quote_array(cells))
+            pieces.append(pc.binary_join_element_wise(f"s{segment.id}=", value, ""))
+        if not pieces:
+            return None
+        if all(isinstance(p, str) for p in pieces):
+            return "&".join(str(p) for p in pieces)
+        joined = pc.binary_join_element_wise(*pieces, "&", null_handling="skip")
+        return pc.if_else(pc.equal(pc.binary_length(joined), 0), pa.scalar(None, pa.string()), joined)
+
+    def _keys(self, texts: _Texts, found: Violations) -> pa.Array | None:
+        if not self.schema.dedupe_key:
+            return None
+        cells = [texts.get(column) for column in self.schema.dedupe_key]
+        for column, values in zip(self.schema.dedupe_key, cells, strict=True):
+            found.add(pc.equal(pc.binary_length(values), 0), "dedupe-key-empty", column, values)
+        return pc.binary_join_element_wise(*cells, _KEY_SEPARATOR)
+
+    # -- output -------------------------------------------------------------------------
+
+    def _finish(
+        self, batch: Batch, found: Violations, params: dict[str, encode.Piece] | None,
+        keys: pa.Array | None,
+    ) -> Mapped:
+        size = found.size
+        valid = ~found.bad()
+        events = _empty_events()
+        key_list: list[str] | None = None
+        if params is not None and valid.any():
+            events, too_long = self._events(batch, valid, params)
+            if too_long.any():
+                long_rows = np.flatnonzero(valid)[too_long]
+                mask = np.zeros(size, dtype=bool)
+                mask[long_rows] = True
+                found.add(mask, "url-too-long", "", None)
+                valid[long_rows] = False
+                events = events.filter(pa.array(~too_long))
+            if keys is not None:
+                key_list = keys.filter(pa.array(valid)).to_pylist()
+        elif keys is not None:
+            key_list = []
+        rejects = _rejects(batch, found)
+        return Mapped(batch, valid, events, key_list, rejects, int((~valid).sum()) + len(batch.malformed))
+
+    def _events(
+        self, batch: Batch, valid: np.ndarray, params: dict[str, encode.Piece]
+    ) -> tuple[pa.Table, np.ndarray]:
+        keep = pa.array(valid)
+        count = int(valid.sum())
+        picked = {
+            name: (value if value is None or isinstance(value, str) else pc.filter(value, keep))
+            for name, value in params.items()
+        }
+        n, u = _quoted(picked["n"]), _quoted(picked["u"])
+        pieces = encode.url_pieces(self.endpoint, picked["a"])
+        pieces += [
+            "a=", picked["a"], "&n=", n, "&u=", u, "&", picked["x"],
+            encode.optional("&v=", picked["v"]), encode.optional("&g=", picked["g"]),
+            "&d=", picked["d"], encode.optional("&", picked["s"]), "&time=", picked["time"],
+        ]
+        url = encode.concat(pieces, count)
+        too_long = encode.lengths(url) > self.schema.checks.max_url_bytes
+        lines = batch.lines[valid] if batch.lines is not None else None
+        columns: dict[str, pa.Array] = {
+            "position": pa.array(batch.positions[valid]),
+            "file": pa.repeat(pa.scalar(batch.file), count),
+            "row": pa.array(batch.rows[valid]),
+            "line": pa.array(lines, pa.int64()) if lines is not None else pa.nulls(count, pa.int64()),
+        }
+        for name in PARAM_COLUMNS:
+            columns[name] = _column(picked[name], count, pa.int64() if name in ("v", "time") else pa.string())
+        columns["url"] = url
+        return pa.table(columns), too_long
+
+
+class _Texts:
+    """Columns of a batch as trimmed text ("" for null), converted once each."""
+
+    def __init__(self, data: pa.RecordBatch) -> None:
+        self.data = data
+        self.cache: dict[str, pa.Array] = {}
+
+    def get(self, column: str | None) -> pa.Array:
+        assert column is not None
+        if column not in self.cache:
+            self.cache[column] = as_text(self.data.column(column))
+        return self.cache[column]
+
+
+def as_text(cells: pa.Array) -> pa.Array:
+    """Any Arrow column as trimmed UTF-8 text, with "" for nulls. Integers keep every digit."""
+    if isinstance(cells, pa.ChunkedArray):
+        cells = cells.combine_chunks()
+    if pa.types.is_dictionary(cells.type):
+        cells = cells.dictionary_decode()
+    if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
+        cells = pc.cast(cells, pa.string())
+    elif pa.types.is_large_string(cells.type):
+        cells = pc.cast(cells, pa.string())
+    return pc.utf8_trim_whitespace(pc.fill_null(cells, ""))
+
+
+def _np(array: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _broadcast(value: pa.Array | str, size: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value), size) if isinstance(value, str) else value
+
+
+def _quoted(piece: encode.Piece) -> encode.Piece:
+    if piece is None:
+        return None
+    if isinstance(piece, str):
+        return encode.quote(piece)
+    return encode.quote_array(piece)
+
+
+def _column(piece: encode.Piece, count: int, kind: pa.DataType) -> pa.Array:
+    if piece is None:
+        return pa.nulls(count, kind)
+    if isinstance(piece, str):
+        return pa.repeat(pa.scalar(piece), count).cast(kind)
+    return piece.cast(kind)
+
+
+def _hash_ids(cells: encode.Piece, salt: str) -> encode.Piece:
+    if isinstance(cells, str):
+        return hashlib.sha256((salt + cells).encode()).hexdigest()
+    assert cells is not None
+    encoded = cells.dictionary_encode()
+    hashed = [hashlib.sha256((salt + v).encode()).hexdigest() if v else "" for v in encoded.dictionary.to_pylist()]
+    return pa.array(hashed, pa.string()).take(encoded.indices)
+
+
+def _parse_buckets(text: str, fmt: str) -> tuple[str, str] | None:
+    """An optimizelyBuckets value to ("x1=2&x3=4", "1,3"); ("", "") when empty; None if bad."""
+    if not text:
+        return "", ""
+    try:
+        data = json.loads(unquote(text) if fmt == "cookie" else text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    fragments, ids = [], []
+    for experiment, variation in data.items():
+        exp, var = str(experiment), str(variation)
+        if isinstance(variation, bool | float) or not exp.isascii() or not exp.isdigit():
+            return None
+        if not all(part.isascii() and part.isdigit() for part in var.split("_")):
+            return None
+        fragments.append(f"x{exp}={var}")
+        ids.append(exp)
+    return "&".join(fragments), ",".join(ids)
+
+
+def _empty_events() -> pa.Table:
+    fields = [("position", pa.int64()), ("file", pa.string()), ("row", pa.int64()), ("line", pa.int64())]
+    fields += [(name, pa.int64() if name in ("v", "time") else pa.string()) for name in PARAM_COLUMNS]
+    fields.append(("url", pa.string()))
+    return pa.schema(fields).empty_table()
+
+
+def _rejects(batch: Batch, found: Violations) -> pa.Table:
+    parts: list[pa.Table] = []
+    for item in found.items:
+        index = np.flatnonzero(item.mask)
+        raw = item.raw.take(pa.array(index)) if item.raw is not None else pa.nulls(len(index), pa.string())
+        parts.append(pa.table({
+            "file": pa.array([batch.file] * len(index), pa.string()),
+            "row": pa.array(batch.rows[index]),
+            "line": pa.array(batch.lines[index] if batch.lines is not None else [None] * len(index), pa.int64()),
+            "column": pa.array([item.column] * len(index), pa.string()),
+            "rule": pa.array([item.rule] * len(index), pa.string()),
+            "message": pa.array([RULES[item.rule]] * len(index), pa.string()),
+            "value": pc.cast(raw, pa.string()),
+            "position": pa.array(batch.positions[index]),
+        }))
+    if batch.malformed:
+        parts.append(pa.table({
+            "file": pa.array([batch.file] * len(batch.malformed), pa.string()),
+            "row": pa.array([m.row for m in batch.malformed], pa.int64()),
+            "line": pa.array([m.line for m in batch.malformed], pa.int64()),
+            "column": pa.array([""] * len(batch.malformed), pa.string()),
+            "rule": pa.array(["csv-malformed"] * len(batch.malformed), pa.string()),
+            "message": pa.array([f"{RULES['csv-malformed']} ({m.message})" for m in batch.malformed], pa.string()),
+            "value": pa.array([m.text for m in batch.malformed], pa.string()),
+            "position": pa.array([m.position for m in batch.malformed], pa.int64()),
+        }))
+    if not parts:
+        return empty_rejects()
+    return pa.concat_tables(parts).sort_by([("position", "ascending")])
+
+
+def empty_rejects() -> pa.Table:
+    """A rejects table with no rows."""
+    return pa.schema([
+        ("file", pa.string()), ("row", pa.int64()), ("line", pa.int64()), ("column", pa.string()),
+        ("rule", pa.string()), ("message", pa.string()), ("value", pa.string()),
+        ("position", pa.int64()),
+    ]).empty_table()

@@ -1,0 +1,97 @@
+"""Reports as text for a terminal: the numbers first, then the detail."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from importer.rules import RULES
+from importer.times import iso_utc
+
+if TYPE_CHECKING:
+    from importer.report import EventStats, Report
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def render_text(report: Report) -> str:
+    """The whole report as lines of text."""
+    out: list[str] = []
+    sending = report.command not in ("check", "preview")
+    out.append(f"{report.command}: {report.source}" + (f"  (schema {report.schema})" if report.schema else ""))
+    out += [f"  {line}" for line in report.extra.get("resume_lines", [])]
+    out.append(f"rows read   {report.rows_read:>12,}")
+    if sending:
+        for label, value in (("sent", report.sent), ("rejected", report.rejected),
+                             ("failed", report.failed), ("skipped", report.skipped),
+                             ("pending", report.pending)):
+            out.append(f"{label:<11} {value:>12,}")
+        if report.skipped:
+            out.append(f"  ({report.skipped_done:,} done in an earlier run, "
+                       f"{report.skipped_duplicate:,} duplicate dedupe keys)")
+    else:
+        out.append(f"valid       {report.valid:>12,}")
+        out.append(f"rejected    {report.rejected:>12,}")
+    if report.blank_lines:
+        out.append(f"  ({report.blank_lines:,} blank lines ignored)")
+    out.append(report.accounting + ("" if report.balanced() else "   << DOES NOT BALANCE: a bug"))
+    out += _rules(report)
+    out += _events(report.stats, "sent" if sending else "valid")
+    if report.sample_urls:
+        out.append("sample requests:")
+        out += [f"  {url}" for url in report.sample_urls]
+    if report.rejects_path:
+        out.append(f"rejects written to {report.rejects_path}")
+    out += report.notes
+    return "\n".join(out) + "\n"
+
+
+def _rules(report: Report) -> list[str]:
+    if not report.rule_counts:
+        return []
+    out = ["rejected by rule (a row may break several):"]
+    for rule, n in sorted(report.rule_counts.items(), key=lambda item: (-item[1], item[0])):
+        out.append(f"  {rule:<22} {n:>9,}  {RULES[rule]}")
+        for ex in report.examples.get(rule, []):
+            where = f"line {ex['line']}" if ex.get("line") is not None else f"row {ex['row']}"
+            column = f", column {ex['column']}" if ex.get("column") else ""
+            out.append(f"      {ex['file']} {where}{column}: {ex['value']!r}")
+    return out
+
+
+def _events(stats: EventStats, label: str) -> list[str]:
+    if not stats.count or stats.first is None or stats.last is None:
+        return []
+    out = [f"time range of {label} events: {iso_utc(stats.first)} .. {iso_utc(stats.last)} (UTC)"]
+    out += histogram(stats.days)
+    if label == "valid":
+        out.append(f"  in the future (within the allowed skew): {stats.future:,}")
+        out.append(f"  very old (older than checks.old_after_days): {stats.very_old:,}")
+    out.append(f"totals of v per event name ({label}):")
+    width = max(len(name) for name in stats.per_event)
+    for name, n in sorted(stats.per_event.items()):
+        out.append(f"  {name:<{width}}  {n:>10,} events   v = {stats.value_per_event.get(name, 0):,}")
+    return out
+
+
+def histogram(days: Counter[date]) -> list[str]:
+    """Events per UTC day, one line per month, one bar character per day ('·' for none)."""
+    if not days:
+        return []
+    peak = max(days.values())
+    first, last = min(days), max(days)
+    out = [f"  events per day (each character is one day; █ = {peak:,}):"]
+    month = date(first.year, first.month, 1)
+    while month <= last:
+        following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+        cells, total = [], 0
+        day = month
+        while day < following:
+            n = days.get(day, 0)
+            total += n
+            cells.append("·" if n == 0 else _BARS[min(len(_BARS) - 1, (n * len(_BARS) - 1) // peak)])
+            day += timedelta(days=1)
+        out.append(f"  {month:%Y-%m} {''.join(cells):<31} {total:>10,}")
+        month = following
+    return out

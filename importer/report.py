@@ -1,0 +1,312 @@
+"""The run summary: counts that reconcile, totals, and their renderings.
+
+A :class:`Report` is what every entry point returns. Its accounting always holds:
+rows read = sent + rejected + failed + skipped + pending (``check`` and ``preview`` send
+nothing, so for them rows read = valid + rejected). It renders as text (CLI), a dict
+(``--json``) and HTML (a notebook cell).
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from importer.errors import UsageError
+from importer.mapping import Mapped, empty_rejects
+from importer.times import day_of, iso_utc
+
+EXAMPLES_PER_RULE = 3
+SAMPLE_URLS = 2
+MAX_REJECTS_KEPT = 100_000
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+@dataclass
+class EventStats:
+    """Counts, value totals and times of a set of events (valid ones, or sent ones)."""
+
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+    days: Counter[date] = field(default_factory=Counter)
+    per_event: Counter[str] = field(default_factory=Counter)
+    value_per_event: Counter[str] = field(default_factory=Counter)
+    future: int = 0
+    very_old: int = 0
+
+    def add_table(self, events: pa.Table, *, now: float, old_after: int) -> None:
+        """Add the events of a mapped batch (columns n, v, time)."""
+        if events.num_rows == 0:
+            return
+        times = events.column("time").to_numpy()
+        self.count += events.num_rows
+        low, high = int(times.min()), int(times.max())
+        self.first = low if self.first is None else min(self.first, low)
+        self.last = high if self.last is None else max(self.last, high)
+        days, counts = np.unique(times // 86_400, return_counts=True)
+        for day, n in zip(days.tolist(), counts.tolist(), strict=True):
+            self.days[day_of(day * 86_400)] += n
+        self.future += int((times > now).sum())
+        self.very_old += int((times < now - old_after * 86_400).sum())
+        grouped = events.select(["n", "v"]).group_by("n").aggregate([("v", "sum"), ("n", "count")])
+        for name, total, n in zip(grouped.column("n").to_pylist(), grouped.column("v_sum").to_pylist(),
+                                  grouped.column("n_count").to_pylist(), strict=True):
+            self.per_event[name] += n
+            self.value_per_event[name] += total or 0
+
+    def add_one(self, name: str, value: int | None, when: int) -> None:
+        """Add one event (the sender calls this as each request is acknowledged)."""
+        self.count += 1
+        self.first = when if self.first is None or when < self.first else self.first
+        self.last = when if self.last is None or when > self.last else self.last
+        self.days[day_of(when)] += 1
+        self.per_event[name] += 1
+        if value is not None:
+            self.value_per_event[name] += value
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "events": self.count,
+            "first": iso_utc(self.first) if self.first is not None else None,
+            "last": iso_utc(self.last) if self.last is not None else None,
+            "per_day": {d.isoformat(): n for d, n in sorted(self.days.items())},
+            "future": self.future,
+            "very_old": self.very_old,
+            "per_event": {
+                name: {"events": n, "value": self.value_per_event.get(name, 0)}
+                for name, n in sorted(self.per_event.items())
+            },
+        }
+
+
+@dataclass
+class Report:
+    """What a run did. Counts always reconcile; see :meth:`accounting`.
+
+    Attributes:
+        command: "check", "preview", "send" or "retry".
+        source: the input's name.
+        rows_read: rows of the input accounted for (read, malformed, or skipped unread).
+        valid: rows that passed every rule.
+        rejected: rows that broke a rule; see ``rule_counts`` and ``rejects``.
+        sent, failed, skipped_done, skipped_duplicate, pending: what sending did.
+        rule_counts: how many rows broke each rule (a row may break several).
+        stats: counts, times and value totals of valid rows (check) or sent rows (send).
+    """
+
+    command: str
+    source: str = ""
+    schema: str = ""
+    rows_read: int = 0
+    valid: int = 0
+    rejected: int = 0
+    blank_lines: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    skipped_duplicate: int = 0
+    pending: int = 0
+    rule_counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    stats: EventStats = field(default_factory=EventStats)
+    sample_urls: list[str] = field(default_factory=list)
+    rejects_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    _rejects: list[pa.Table] = field(default_factory=list, repr=False)
+    _rejects_kept: int = 0
+    _failures: pd.DataFrame | None = field(default=None, repr=False)
+
+    # -- building -----------------------------------------------------------------------
+
+    def add_mapped(self, mapped: Mapped) -> None:
+        """Count a mapped batch: rows read, valid, rejected by rule, examples, rejects."""
+        batch = mapped.batch
+        self.rows_read += batch.num_rows
+        self.blank_lines += batch.blank_lines
+        self.valid += mapped.events.num_rows
+        self.rejected += mapped.rejected
+        rejects = mapped.rejects
+        if rejects.num_rows:
+            self._count_rules(rejects)
+            if self._rejects_kept < MAX_REJECTS_KEPT:
+                kept = rejects.slice(0, MAX_REJECTS_KEPT - self._rejects_kept)
+                self._rejects.append(kept)
+                self._rejects_kept += kept.num_rows
+        if len(self.sample_urls) < SAMPLE_URLS and mapped.events.num_rows:
+            need = SAMPLE_URLS - len(self.sample_urls)
+            self.sample_urls += mapped.events.column("url").slice(0, need).to_pylist()
+
+    def _count_rules(self, rejects: pa.Table) -> None:
+        pairs = rejects.select(["rule", "position"]).group_by("rule").aggregate(
+            [("position", "count_distinct")]
+        )
+        for rule, n in zip(pairs.column("rule").to_pylist(),
+                           pairs.column("position_count_distinct").to_pylist(), strict=True):
+            self.rule_counts[rule] += n
+            have = self.examples.setdefault(rule, [])
+            if len(have) < EXAMPLES_PER_RULE:
+                rows = rejects.filter(pc.equal(rejects.column("rule"), rule)).slice(
+                    0, EXAMPLES_PER_RULE - len(have))
+                have += [
+                    {k: r[k] for k in ("file", "row", "line", "column", "value")}
+                    for r in rows.to_pylist()
+                ]
+
+    def set_failures(self, failures: pd.DataFrame) -> None:
+        """Attach the rows that failed permanently (row, status, error...)."""
+        self._failures = failures
+
+    # -- views --------------------------------------------------------------------------
+
+    @property
+    def rejects(self) -> pd.DataFrame:
+        """Every broken rule of every rejected row (up to MAX_REJECTS_KEPT), as a DataFrame."""
+        table = pa.concat_tables(self._rejects) if self._rejects else empty_rejects()
+        return table.drop_columns(["position"]).to_pandas()
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        """Rows that failed permanently, with their last status and error."""
+        if self._failures is None:
+            return pd.DataFrame(columns=["file", "row", "line", "url", "attempts", "status", "error"])
+        return self._failures
+
+    @property
+    def skipped(self) -> int:
+        """Rows not sent because they were done already or duplicate a sent key."""
+        return self.skipped_done + self.skipped_duplicate
+
+    @property
+    def accounting(self) -> str:
+        """The line that must always hold."""
+        if self.command in ("check", "preview"):
+            return f"rows read {self.rows_read:,} = valid {self.valid:,} + rejected {self.rejected:,}"
+        return (
+            f"rows read {self.rows_read:,} = sent {self.sent:,} + rejected {self.rejected:,} + "
+            f"failed {self.failed:,} + skipped {self.skipped:,} + pending {self.pending:,}"
+        )
+
+    def balanced(self) -> bool:
+        """Whether the accounting line holds."""
+        if self.command in ("check", "preview"):
+            return self.rows_read == self.valid + self.rejected
+        total = self.sent + self.rejected + self.failed + self.skipped + self.pending
+        return self.rows_read == total
+
+    @property
+    def exit_code(self) -> int:
+        """0 all good, 1 stopped and resumable, 3 finished with rejected or failed rows."""
+        if self.pending:
+            return 1
+        return 3 if self.rejected or self.failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report, JSON-ready."""
+        data: dict[str, Any] = {
+            "command": self.command,
+            "source": self.source,
+            "schema": self.schema,
+            "rows_read": self.rows_read,
+            "valid": self.valid,
+            "rejected": self.rejected,
+            "blank_lines": self.blank_lines,
+            "rejected_by_rule": dict(sorted(self.rule_counts.items())),
+            "examples": self.examples,
+            "events": self.stats.to_dict(),
+            "sample_urls": self.sample_urls,
+            "accounting": self.accounting,
+            "balanced": self.balanced(),
+            "exit_code": self.exit_code,
+            "notes": self.notes,
+        }
+        if self.command not in ("check", "preview"):
+            data.update(sent=self.sent, failed=self.failed, skipped_done=self.skipped_done,
+                        skipped_duplicate=self.skipped_duplicate, pending=self.pending)
+        if self.rejects_path:
+            data["rejects_file"] = self.rejects_path
+        data.update(self.extra)
+        return data
+
+    def render(self) -> str:
+        """The report as text for a terminal."""
+        from importer.render import render_text
+
+        return render_text(self)
+
+    def _repr_html_(self) -> str:
+        rows = [("rows read", f"{self.rows_read:,}")]
+        if self.command in ("check", "preview"):
+            rows += [("valid", f"{self.valid:,}"), ("rejected", f"{self.rejected:,}")]
+        else:
+            rows += [(k, f"{getattr(self, k):,}") for k in ("sent", "rejected", "failed", "skipped", "pending")]
+        rows += [(f"rule {rule}", f"{n:,}") for rule, n in sorted(self.rule_counts.items())]
+        if self.stats.first is not None:
+            assert self.stats.last is not None
+            rows.append(("time range", f"{iso_utc(self.stats.first)} .. {iso_utc(self.stats.last)}"))
+        for name, n in sorted(self.stats.per_event.items()):
+            rows.append((f"event {name}", f"{n:,} events, v = {self.stats.value_per_event[name]:,}"))
+        rows += [("note", note) for note in self.notes]
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        title = html.escape(f"event-backfill {self.command}: {self.source}")
+        return (f"<table><caption>{title}</caption>{body}</table>"
+                f"<p><code>{html.escape(self.accounting)}</code></p>")
+
+
+class RejectsWriter:
+    """Streams rejects to CSV (spreadsheet-safe) or Parquet, a batch at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise UsageError(f"{self.path}: the rejects file must end in .csv or .parquet")
+        self.kind = suffix
+        self._writer: Any = None
+        self.schema = empty_rejects().drop_columns(["position"]).schema
+
+    def write(self, rejects: pa.Table) -> None:
+        """Append rejects (as returned by mapping)."""
+        table = rejects.drop_columns(["position"])
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.kind == ".csv":
+                self._writer = pcsv.CSVWriter(str(self.path), self.schema)
+            else:
+                self._writer = pq.ParquetWriter(str(self.path), self.schema)
+        if self.kind == ".csv":
+            table = spreadsheet_safe(table)
+        if table.num_rows:
+            self._writer.write_table(table)
+
+    def close(self) -> None:
+        """Finish the file (an empty one has just the header)."""
+        if self._writer is None:
+            self.write(empty_rejects())
+        self._writer.close()
+
+
+def spreadsheet_safe(table: pa.Table) -> pa.Table:
+    """Neutralise text cells a spreadsheet would run as a formula (= + - @, tab, CR)."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_string(column.type):
+            risky = pc.match_substring_regex(column, r"^[=+\-@\t\r]")
+            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)

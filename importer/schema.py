@@ -1,0 +1,464 @@
+"""Schema files: where each Event API parameter of an event comes from.
+
+A schema is a TOML file (or a dict, or a :class:`Schema` built in Python) describing one kind
+of input file. Each parameter comes from a constant (``value = "1234567"``) or a column
+(``column = "customer_id"``), with per-field options. The model below is the single source
+of truth: it validates files, and ``schemas/schema.json`` is generated from it
+(``python -m importer.schema``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from importer.errors import SchemaError
+
+DEFAULT_ENDPOINT = "https://{project_id}.log.optimizely.com/event"
+DEFAULT_MAX_URL_BYTES = 8000
+DEFAULT_MAX_FUTURE_SECONDS = 300
+DEFAULT_OLD_AFTER_DAYS = 365
+
+_DIGITS = re.compile(r"[0-9]+")
+_VARIATION = re.compile(r"[0-9]+(_[0-9]+)*")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Source(_Model):
+    """A parameter taken from a column of the file, or a constant for every row."""
+
+    column: str | None = Field(default=None, description="Input column holding the value.")
+    value: str | None = Field(default=None, description="Constant used for every row.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' or 'value'")
+        return self
+
+
+class DigitsField(_Source):
+    """An id made of ASCII digits only (project id, account id)."""
+
+    @model_validator(mode="after")
+    def _digits(self) -> Self:
+        if self.value is not None and not _DIGITS.fullmatch(self.value):
+            raise ValueError(f"'value' must be ASCII digits only, got {self.value!r}")
+        return self
+
+
+class TextField(_Source):
+    """Free text such as the event name (``n``)."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.value is not None and not self.value.strip():
+            raise ValueError("'value' must not be empty")
+        return self
+
+
+class UserIdField(TextField):
+    """The user id (``u``), optionally hashed."""
+
+    hash: Literal["none", "sha256"] = Field(
+        default="none", description="Hash user ids (hex sha256 of salt + id) before sending."
+    )
+    salt_env: str | None = Field(
+        default=None, description="Environment variable holding a salt for the hash."
+    )
+    allow_email: bool = Field(
+        default=False, description="Send user ids that look like emails unhashed (not advised)."
+    )
+
+    @model_validator(mode="after")
+    def _salt_needs_hash(self) -> Self:
+        if self.salt_env is not None and self.hash == "none":
+            raise ValueError("'salt_env' needs hash = \"sha256\"")
+        return self
+
+
+class GoalIdsField(_Source):
+    """Goal ids (``g``): digits, several separated by commas."""
+
+    required: bool = Field(default=False, description="Reject rows whose cell is empty.")
+
+    @model_validator(mode="after")
+    def _goal_digits(self) -> Self:
+        if self.value is not None and not all(_DIGITS.fullmatch(g) for g in self.value.split(",")):
+            raise ValueError(f"'value' must be digits separated by commas, got {self.value!r}")
+        return self
+
+
+Rounding = Literal["refuse", "half_even", "half_up", "down"]
+
+
+class ValueField(_Model):
+    """The goal value (``v``): an integer, usually money in minor units."""
+
+    column: str | None = Field(default=None, description="Column holding the amount.")
+    value: int | None = Field(default=None, description="Constant integer value for every row.")
+    scale: int | None = Field(
+        default=None, ge=1, description="Multiply the amount by this (100 turns 19.99 into 1999)."
+    )
+    currency_column: str | None = Field(
+        default=None, description="Column of ISO 4217 codes; the scale follows each code."
+    )
+    thousands_separator: str | None = Field(
+        default=None, max_length=1, description="Character grouping thousands, e.g. ','."
+    )
+    decimal_separator: str = Field(default=".", min_length=1, max_length=1)
+    strip: str = Field(
+        default="", description="Characters removed from the cell first, e.g. '$€£ '."
+    )
+    rounding: Rounding = Field(
+        default="refuse", description="What to do when the scaled amount is not an integer."
+    )
+    allow_negative: bool = Field(default=False, description="Accept negative amounts (refunds).")
+    required: bool = Field(default=True, description="Reject rows whose cell is empty.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' or 'value'")
+        if self.scale is not None and self.currency_column is not None:
+            raise ValueError("give 'scale' or 'currency_column', not both")
+        if self.thousands_separator is not None and self.thousands_separator == (
+            self.decimal_separator
+        ):
+            raise ValueError("'thousands_separator' and 'decimal_separator' must differ")
+        return self
+
+
+class TimeField(_Model):
+    """The event time (``time``, epoch seconds). A missing time is a reject, never "now"."""
+
+    column: str = Field(description="Column holding the time.")
+    format: str = Field(
+        default="auto",
+        description=(
+            "'auto' (epoch if digits, else ISO 8601), 'epoch', 'iso', or a strptime pattern "
+            "such as '%d/%m/%Y %H:%M'."
+        ),
+    )
+    timezone: str | None = Field(
+        default=None, description="IANA zone for times without an offset, e.g. 'Europe/Paris'."
+    )
+    epoch_unit: Literal["auto", "s", "ms", "us", "ns"] = Field(
+        default="auto", description="Unit of epoch numbers; 'auto' decides by magnitude."
+    )
+    on_dst_gap: Literal["reject", "shift_forward"] = Field(
+        default="reject", description="Local times that do not exist (spring forward)."
+    )
+    on_dst_fold: Literal["reject", "earliest", "latest"] = Field(
+        default="reject", description="Local times that happen twice (fall back)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.timezone is not None:
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown IANA time zone {self.timezone!r} (e.g. 'America/New_York')"
+                ) from None
+        if self.format not in ("auto", "epoch", "iso") and "%" not in self.format:
+            raise ValueError(
+                f"'format' must be 'auto', 'epoch', 'iso' or a strptime pattern, got {self.format!r}"
+            )
+        if "%" in self.format and "%z" not in self.format and self.timezone is None:
+            raise ValueError("this 'format' has no %z offset: set 'timezone' to an IANA zone")
+        return self
+
+
+class ExperimentPair(_Model):
+    """One experiment/variation pair (``x{experiment_id}={variation_id}``)."""
+
+    experiment: str | None = Field(default=None, description="Constant experiment id.")
+    experiment_column: str | None = Field(default=None, description="Column of experiment ids.")
+    variation: str | None = Field(default=None, description="Constant variation id.")
+    variation_column: str | None = Field(default=None, description="Column of variation ids.")
+    required: bool = Field(
+        default=True, description="Reject rows where this pair is empty (else skip the pair)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.experiment is None) == (self.experiment_column is None):
+            raise ValueError("give exactly one of 'experiment' or 'experiment_column'")
+        if (self.variation is None) == (self.variation_column is None):
+            raise ValueError("give exactly one of 'variation' or 'variation_column'")
+        if self.experiment is not None and not _DIGITS.fullmatch(self.experiment):
+            raise ValueError(f"'experiment' must be digits, got {self.experiment!r}")
+        if self.variation is not None and not _VARIATION.fullmatch(self.variation):
+            raise ValueError(f"'variation' must be digits (or digits joined by _), got {self.variation!r}")
+        return self
+
+
+class BucketsField(_Model):
+    """Experiment/variation pairs from one column holding a JSON object per row."""
+
+    column: str = Field(description="Column holding the buckets.")
+    format: Literal["cookie", "json"] = Field(
+        default="cookie",
+        description="'cookie': URL-encoded JSON as in the optimizelyBuckets cookie; 'json': plain.",
+    )
+
+
+class SegmentField(_Model):
+    """A segment (``s{segment_id}={value}``)."""
+
+    id: str = Field(description="Segment id (digits).")
+    column: str | None = Field(default=None, description="Column holding the segment value.")
+    value: str | None = Field(default=None, description="Constant segment value.")
+    required: bool = Field(default=False, description="Reject rows whose cell is empty.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not _DIGITS.fullmatch(self.id):
+            raise ValueError(f"'id' must be digits, got {self.id!r}")
+        if (self.column is None) == (self.value is None):
+            raise ValueError("give exactly one of 'column' or 'value'")
+        return self
+
+
+class Checks(_Model):
+    """Limits every row must meet."""
+
+    oldest: datetime | date | None = Field(
+        default=None, description="Reject times before this date or datetime (UTC if naive)."
+    )
+    max_age_days: int | None = Field(
+        default=None, ge=1, description="Reject times older than this many days before now."
+    )
+    max_future_seconds: int = Field(
+        default=DEFAULT_MAX_FUTURE_SECONDS, ge=0, description="Allowed clock skew into the future."
+    )
+    old_after_days: int = Field(
+        default=DEFAULT_OLD_AFTER_DAYS, ge=1, description="Count times older than this as 'very old'."
+    )
+    max_url_bytes: int = Field(
+        default=DEFAULT_MAX_URL_BYTES, ge=100, description="Reject requests longer than this."
+    )
+
+
+class CsvOptions(_Model):
+    """How to read CSV files of this kind."""
+
+    delimiter: str = Field(default="auto", description="'auto' to detect, or one character.")
+    encoding: str = Field(default="utf-8", description="Text encoding (a BOM is always accepted).")
+    quote_char: str = Field(default='"', min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.delimiter != "auto" and len(self.delimiter) != 1:
+            raise ValueError(f"'delimiter' must be 'auto' or one character, got {self.delimiter!r}")
+        return self
+
+
+class Schema(_Model):
+    """Where each Event API parameter comes from, for one kind of input file."""
+
+    kind: Literal["conversion", "impression"] = Field(
+        default="conversion", description="'impression' sends g = the experiment id."
+    )
+    description: str = Field(default="", description="Free text for people.")
+    endpoint: str = Field(
+        default=DEFAULT_ENDPOINT, description="URL template; {project_id} is replaced per row."
+    )
+    project_id: DigitsField = Field(description="a: the project id (digits).")
+    account_id: DigitsField = Field(description="d: the account id (digits).")
+    user_id: UserIdField = Field(description="u: the user id.")
+    event_name: TextField = Field(description="n: the event key.")
+    experiments: tuple[ExperimentPair, ...] = Field(
+        default=(), description="x: experiment/variation pairs from columns or constants."
+    )
+    buckets: BucketsField | None = Field(
+        default=None, description="x: pairs from an optimizelyBuckets cookie or JSON column."
+    )
+    goal_ids: GoalIdsField | None = Field(default=None, description="g: goal ids.")
+    value: ValueField | None = Field(default=None, description="v: the goal value.")
+    time: TimeField = Field(description="time: when the event happened.")
+    segments: tuple[SegmentField, ...] = Field(default=(), description="s{id}: segments.")
+    checks: Checks = Field(default_factory=Checks)
+    dedupe_key: tuple[str, ...] = Field(
+        default=(), description="Columns identifying an event (e.g. order id): sent once only."
+    )
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.experiments and self.buckets is None:
+            raise ValueError("give 'experiments' or 'buckets': every event needs an experiment")
+        if self.kind == "impression" and self.goal_ids is not None:
+            raise ValueError("an impression schema sets g to the experiment id: drop 'goal_ids'")
+        check_endpoint(self.endpoint)
+        return self
+
+    def columns(self) -> list[str]:
+        """Every input column this schema reads, in a stable order."""
+        found: list[str | None] = [
+            self.project_id.column,
+            self.account_id.column,
+            self.user_id.column,
+            self.event_name.column,
+            self.goal_ids.column if self.goal_ids else None,
+            self.value.column if self.value else None,
+            self.value.currency_column if self.value else None,
+            self.time.column,
+            self.buckets.column if self.buckets else None,
+        ]
+        for pair in self.experiments:
+            found += [pair.experiment_column, pair.variation_column]
+        found += [segment.column for segment in self.segments]
+        found += list(self.dedupe_key)
+        return list(dict.fromkeys(c for c in found if c is not None))
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes what is sent (not the endpoint, not comments)."""
+        data = self.model_dump(mode="json", exclude={"description", "endpoint", "csv"})
+        if self.user_id.salt_env:
+            data["salt"] = hashlib.sha256(read_salt(self.user_id.salt_env).encode()).hexdigest()
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_endpoint(endpoint: str) -> None:
+    """Refuse endpoint templates that are not plain http(s) URLs."""
+    parts = urlsplit(endpoint.replace("{project_id}", "0"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"'endpoint' must be an http(s) URL, got {endpoint!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"'endpoint' must not carry a query or fragment, got {endpoint!r}")
+
+
+def read_salt(variable: str) -> str:
+    """The salt for hashing user ids, from the environment."""
+    import os
+
+    salt = os.environ.get(variable)
+    if not salt:
+        raise SchemaError(
+            f"environment variable {variable} is not set: export the salt before running",
+            key="user_id.salt_env",
+        )
+    return salt
+
+
+def load_schema(source: str | Path | Mapping[str, Any] | Schema) -> Schema:
+    """Load a schema from a TOML path, a dict or a :class:`Schema`.
+
+    Raises:
+        SchemaError: naming the file (or "schema" for a dict) and each wrong key.
+    """
+    if isinstance(source, Schema):
+        return source
+    if isinstance(source, Mapping):
+        return _validate(dict(source), origin="schema")
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SchemaError("file not found: pass --schema with a schema TOML file", origin=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"cannot read: {exc}", origin=str(path)) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SchemaError(f"not valid TOML: {exc}", origin=str(path)) from exc
+    return _validate(data, origin=str(path))
+
+
+def _validate(data: dict[str, Any], *, origin: str) -> Schema:
+    try:
+        return Schema.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors(include_url=False)]
+        first_key = _dotted(exc.errors()[0]["loc"]) or None
+        message = lines[0] if len(lines) == 1 else "\n  " + "\n  ".join(lines)
+        raise SchemaError(message, origin=origin, key=first_key if len(lines) == 1 else None) from None
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in _UNION_TAGS:
+            continue
+        else:
+            key += f".{part}" if key else str(part)
+    return key
+
+
+# pydantic puts the member type of a union into the error location; a user never wrote it.
+_UNION_TAGS = {"datetime", "date", "str", "int"}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = _dotted(tuple(error["loc"]))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(tuple(error["loc"])[:-1])
+        return f"key '{key}': unknown key; this table takes: {', '.join(known)}"
+    if kind == "missing":
+        return f"key '{key}': missing; add it (see schemas/schema.json)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    got = error.get("input")
+    suffix = f" (got {got!r})" if kind not in ("value_error",) and not isinstance(got, dict) else ""
+    return f"key '{key}': {message}{suffix}" if key else f"{message}{suffix}"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: Any = Schema
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of schema files, generated from :class:`Schema`."""
+    generated = Schema.model_json_schema()
+    generated["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    generated["$comment"] = "Generated by `python -m importer.schema`; do not edit."
+    return generated
+
+
+def json_schema_text() -> str:
+    """:func:`json_schema` as the text of ``schemas/schema.json``."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(json_schema_text())
