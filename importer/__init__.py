@@ -14,4 +14,4 @@ from importer.report import Report
 from importer.schema import Schema, load_schema
 
 __all__ = ["ImporterError", "Report", "Schema", "check", "iter_events", "load_schema", "preview"]
-__version__ = "0.1.0"
+from importer._version import __version__

@@ -5,24 +5,28 @@ The CLI and notebooks call these and nothing else, so both take the same path.
 
 from __future__ import annotations
 
-import os
-from collections import deque
+import asyncio
+import dataclasses
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from importer.errors import UsageError
+from importer.ledger import MemoryLedger
 from importer.mapping import Mapped, Mapper
+from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
 from importer.report import RejectsWriter, Report
+from importer.run import Control, RunSettings, deliver
 from importer.schema import Schema, load_schema
-from importer.source import DEFAULT_BATCH_SIZE, Settled, Source, open_source
+from importer.sender import SendOptions
+from importer.source import DEFAULT_BATCH_SIZE, Source, open_source
 
 SchemaLike = str | Path | dict[str, Any] | Schema
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def prepare(source: Any, schema: SchemaLike) -> tuple[Source, Schema]:
@@ -36,38 +40,6 @@ def prepare(source: Any, schema: SchemaLike) -> tuple[Source, Schema]:
 def schema_name(schema: SchemaLike) -> str:
     """How reports name a schema."""
     return str(schema) if isinstance(schema, str | Path) else "<schema>"
-
-
-def mapped_batches(
-    source: Source,
-    mapper: Mapper,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    settled: Settled | None = None,
-    workers: int = DEFAULT_WORKERS,
-) -> Iterator[Mapped]:
-    """Read and map batches in order, mapping up to ``workers`` batches at once.
-
-    Arrow's kernels release the GIL, so mapping in threads uses every core while this
-    thread reads ahead. At most ``workers + 1`` batches are held at a time.
-    """
-    batches = source.batches(mapper.schema.columns(), batch_size=batch_size, settled=settled)
-    if workers <= 1:
-        for batch in batches:
-            yield mapper.map(batch)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="map") as pool:
-        pending: deque[Future[Mapped]] = deque()
-        try:
-            for batch in batches:
-                pending.append(pool.submit(mapper.map, batch))
-                if len(pending) > workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 def check(
@@ -169,3 +141,87 @@ def preview(
 
         return _empty_events().to_pandas()
     return pa.concat_tables(tables).to_pandas()
+
+
+def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> SendOptions:
+    try:
+        return dataclasses.replace(options or SendOptions(), **tunables)
+    except TypeError as exc:
+        known = ", ".join(f.name for f in dataclasses.fields(SendOptions))
+        raise UsageError(f"{exc}; send options are: {known}") from None
+
+
+async def send_async(
+    source: Any,
+    /,
+    *,
+    schema: SchemaLike,
+    endpoint: str | None = None,
+    sandbox: bool = False,
+    options: SendOptions | None = None,
+    rejects: str | Path | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
+    control: Control | None = None,
+    now: float | None = None,
+    **tunables: Any,
+) -> Report:
+    """Validate, map and deliver every row; the native async form of :func:`send`.
+
+    Args:
+        source: a path, a list of paths, a DataFrame, an Arrow table or stream.
+        schema: a schema file path, a dict, or a :class:`~importer.schema.Schema`.
+        endpoint: override the schema's endpoint template (e.g. a collector's URL).
+        sandbox: start a local collector and send there instead.
+        options: a :class:`~importer.sender.SendOptions`; keyword tunables such as
+            ``concurrency=64`` or ``rate=100`` override its fields.
+        rejects: write every broken rule to this .csv or .parquet file.
+        batch_size: rows per batch.
+        progress: where to report progress (nothing is shown by default).
+        control: lets another thread stop the run (``send`` uses it for Ctrl-C).
+        now: the current epoch time for the future/age checks.
+
+    Returns:
+        The :class:`~importer.report.Report`; its accounting line always holds.
+    """
+    settings = RunSettings(
+        options=_send_options(options, tunables), batch_size=batch_size, sandbox=sandbox,
+        progress=progress or NullProgress(), control=control or Control(),
+    )
+    opened, loaded = prepare(source, schema)
+    settings.rejects = RejectsWriter(rejects) if rejects is not None else None
+    mapper = Mapper(loaded, endpoint=endpoint, now=now)
+    report = Report("send", source=opened.name, schema=schema_name(schema))
+    ledger = MemoryLedger()
+    await deliver(opened, mapper, ledger, report, settings)
+    return report
+
+
+def send(source: Any, /, **kwargs: Any) -> Report:
+    """Validate, map and deliver every row; works in scripts and inside a running loop.
+
+    Takes the arguments of :func:`send_async`. The run happens in a worker thread with its own
+    event loop, so it works the same in a plain script and in Jupyter (whose loop is already
+    running). Ctrl-C (KeyboardInterrupt) stops it gracefully: in-flight requests drain and the
+    report says how to resume; a second Ctrl-C stops it at once.
+    """
+    control = kwargs.pop("control", None) or Control()
+    result: list[Report] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(asyncio.run(send_async(source, control=control, **kwargs)))
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name="event-backfill-send", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        try:
+            thread.join(0.1)
+        except KeyboardInterrupt:
+            control.request_stop()
+    if failure:
+        raise failure[0]
+    return result[0]

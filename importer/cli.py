@@ -7,7 +7,10 @@ or schema error, 3 finished with rejected or failed rows.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +19,20 @@ from typing import Annotated, TypeVar
 import typer
 
 from importer import api
-from importer.errors import ImporterError
+from importer.collector import DEFAULT_HOST, DEFAULT_PORT, Faults, serve
+from importer.errors import ImporterError, UsageError
 from importer.progress import NullProgress, Progress, TqdmProgress
 from importer.report import Report
+from importer.run import Control
+from importer.sender import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GIVE_UP_AFTER,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_TOTAL_TIMEOUT,
+    SendOptions,
+)
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -129,6 +143,120 @@ def _write_urls(files: list[Path], schema: Path, n: int | None, out: Path | None
         if out:
             handle.close()
     return written, rejected
+
+
+@app.command()
+def send(
+    files: Files,
+    schema: SchemaOpt,
+    endpoint: EndpointOpt = None,
+    sandbox: Annotated[bool, typer.Option(
+        "--sandbox", help="Start a local collector and send there; show what it received.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Send nothing: print the requests, as preview does.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.", min=1)] = DEFAULT_CONCURRENCY,
+    rate: Annotated[float | None, typer.Option(
+        help="At most N requests per second.", min=0.001, show_default=False)] = None,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per row.", min=1)] = DEFAULT_MAX_ATTEMPTS,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.", min=0.01)] = DEFAULT_TOTAL_TIMEOUT,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to connect.", min=0.01)] = DEFAULT_CONNECT_TIMEOUT,
+    give_up_after: Annotated[float, typer.Option(
+        help="Stop (resumable) when nothing succeeded for this many seconds.", min=0.1)] = DEFAULT_GIVE_UP_AFTER,
+    drain_timeout: Annotated[float, typer.Option(
+        help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)] = DEFAULT_DRAIN_TIMEOUT,
+    rejects: Annotated[Path | None, typer.Option(
+        help="Write every rejected row to this .csv or .parquet file.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate, map and deliver every row, with retries; prints a report that reconciles.
+
+    Example: event-backfill send sample_data/offline_sales.csv --schema schemas/offline_sales.toml --sandbox
+    """
+    if dry_run:
+        preview(files, schema, None, None, endpoint)
+    options = SendOptions(
+        concurrency=concurrency, rate=rate, max_attempts=max_attempts, total_timeout=timeout,
+        connect_timeout=connect_timeout, give_up_after=give_up_after, drain_timeout=drain_timeout,
+    )
+    control = Control()
+    _on_signals(control)
+    report = _run(lambda: api.send(files, schema=schema, endpoint=endpoint, sandbox=sandbox,
+                                   options=options, rejects=rejects, progress=_progress(quiet),
+                                   control=control))
+    _show(report, as_json)
+    raise typer.Exit(report.exit_code)
+
+
+def _on_signals(control: Control) -> None:
+    """First SIGINT/SIGTERM: stop gracefully. Second: exit at once, leases left for resume."""
+
+    def handle(signum: int, frame: object) -> None:
+        if control.requests:
+            sys.stderr.write("\nsecond signal: stopping at once; rows in flight will be "
+                             "reported as unknown when you resume\n")
+            sys.stderr.flush()
+            os._exit(1)
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping; in-flight requests "
+                         "finish first (signal again to stop at once)\n")
+        control.request_stop()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+@app.command()
+def collector(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)] = DEFAULT_PORT,
+    record: Annotated[Path | None, typer.Option(
+        help="Record every request to this .ndjson or .sqlite file.", show_default=False)] = None,
+    fail_rate: Annotated[float, typer.Option(help="Share of requests answered 500/503.")] = 0.0,
+    throttle_rate: Annotated[float, typer.Option(help="Share answered 429 with Retry-After.")] = 0.0,
+    retry_after: Annotated[float, typer.Option(help="Retry-After seconds of the 429s.")] = 1.0,
+    retry_after_date: Annotated[bool, typer.Option(
+        "--retry-after-date", help="Send Retry-After as an HTTP date.")] = False,
+    latency: Annotated[float, typer.Option(help="Seconds added to every answer.")] = 0.0,
+    reset_rate: Annotated[float, typer.Option(help="Share of connections reset.")] = 0.0,
+    hang_rate: Annotated[float, typer.Option(help="Share of requests left hanging.")] = 0.0,
+    hang_seconds: Annotated[float, typer.Option(help="How long a hang lasts.")] = 60.0,
+    bad_request_match: Annotated[str | None, typer.Option(
+        help="Answer 400 to queries matching this regular expression.", show_default=False)] = None,
+    bad_request_window: Annotated[str | None, typer.Option(
+        help="Answer 400 to everything between START:END seconds after start.", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for fault choices.", show_default=False)] = None,
+) -> None:
+    """Run a local Event API receiver that records what it gets, with optional faults.
+
+    Example: event-backfill collector --port 8765 --record received.ndjson --fail-rate 0.1
+    """
+    window = _run(lambda: _window(bad_request_window))
+    faults = _run(lambda: Faults(
+        error_rate=fail_rate, throttle_rate=throttle_rate, retry_after=retry_after,
+        retry_after_date=retry_after_date, latency=latency, reset_rate=reset_rate,
+        hang_rate=hang_rate, hang_seconds=hang_seconds, bad_request_match=bad_request_match,
+        bad_request_window=window, seed=seed,
+    ))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def announce(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    try:
+        _run(lambda: asyncio.run(serve(host, port, record=record, faults=faults, announce=announce)))
+    except KeyboardInterrupt:
+        typer.echo("collector stopped", err=True)
+
+
+def _window(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        start, end = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--bad-request-window takes START:END in seconds, got {text!r}") from None
+    return start, end
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ change a parameter: ``buy&v=999`` stays one event name. ``g`` keeps its commas l
 in the spec. Parameters go in the spec example's order: a, n, u, x…, v, g, d, s…, time.
 
 :func:`encode_event` encodes one event and is the reference; :func:`quote_array` and
-:func:`join_query` do the same for whole Arrow columns, quoting each distinct value once.
+:func:`concat` do the same for whole Arrow columns, quoting each distinct value once.
 """
 
 from __future__ import annotations
@@ -97,6 +97,16 @@ def concat(pieces: Sequence[Piece], size: int) -> pa.Array:
     if all(isinstance(p, str) for p in merged):
         return pa.repeat(pa.scalar("".join(str(p) for p in merged)), size)
     return pc.binary_join_element_wise(*merged, "", null_handling="replace", null_replacement="")
+
+
+def join_present(pieces: Sequence[Piece], separator: str, size: int) -> pa.Array:
+    """Join the non-null pieces of each row with ``separator``; "" when none is present.
+
+    Not ``binary_join_element_wise(null_handling="skip")``: pyarrow 26 drops the rows where
+    every piece is null, returning a shorter array.
+    """
+    joined = concat([optional(separator, piece) for piece in pieces], size)
+    return pc.utf8_slice_codeunits(joined, len(separator))
 
 
 def url_pieces(endpoint: str, project: Piece) -> list[Piece]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -152,11 +153,15 @@ class Mapper:
             ))
             ids.append(pc.if_else(keep, exp_arr, pa.scalar(None, pa.string())))
         if self.schema.buckets is not None:
-            frag, exp_ids = self._buckets(texts, found)
+            frag, exp_ids, bad = self._buckets(texts, found)
+            flagged |= bad
             fragments.append(frag)
             ids.append(exp_ids)
-        x = pc.binary_join_element_wise(*fragments, "&", null_handling="skip")
-        joined_ids = pc.binary_join_element_wise(*ids, ",", null_handling="skip")
+        x = encode.join_present(fragments, "&", size)
+        joined_ids = encode.join_present(ids, ",", size)
+        if len(ids) > 1:
+            twice = _np(_per_distinct(joined_ids, _repeats_an_id))
+            found.add(twice, "experiment-duplicate", self._experiment_column(), joined_ids)
         none = _np(pc.equal(pc.binary_length(x), 0)) & ~flagged
         found.add(none, "experiment-missing", self._experiment_column(), x)
         return x, joined_ids
@@ -167,7 +172,7 @@ class Mapper:
         first = self.schema.experiments[0]
         return first.experiment_column or first.variation_column or "experiments"
 
-    def _buckets(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array]:
+    def _buckets(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array, np.ndarray]:
         spec = self.schema.buckets
         assert spec is not None
         cells = texts.get(spec.column)
@@ -178,7 +183,7 @@ class Mapper:
         bad = pc.and_(pc.is_null(frags), pc.greater(pc.binary_length(cells), 0))
         found.add(bad, "buckets-invalid", spec.column, cells)
         empty = pc.equal(pc.binary_length(frags), 0)
-        return pc.if_else(empty, pa.scalar(None, pa.string()), frags), exp_ids
+        return pc.if_else(empty, pa.scalar(None, pa.string()), frags), exp_ids, _np(bad)
 
     def _goals(self, texts: _Texts, found: Violations) -> encode.Piece:
         spec = self.schema.goal_ids
@@ -224,7 +229,7 @@ class Mapper:
             return None
         if all(isinstance(p, str) for p in pieces):
             return "&".join(str(p) for p in pieces)
-        joined = pc.binary_join_element_wise(*pieces, "&", null_handling="skip")
+        joined = encode.join_present(pieces, "&", found.size)
         return pc.if_else(pc.equal(pc.binary_length(joined), 0), pa.scalar(None, pa.string()), joined)
 
     def _keys(self, texts: _Texts, found: Violations) -> pa.Array | None:
@@ -312,9 +317,7 @@ def as_text(cells: pa.Array) -> pa.Array:
         cells = cells.combine_chunks()
     if pa.types.is_dictionary(cells.type):
         cells = cells.dictionary_decode()
-    if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
-        cells = pc.cast(cells, pa.string())
-    elif pa.types.is_large_string(cells.type):
+    if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)) or pa.types.is_large_string(cells.type):
         cells = pc.cast(cells, pa.string())
     return pc.utf8_trim_whitespace(pc.fill_null(cells, ""))
 
@@ -350,6 +353,18 @@ def _hash_ids(cells: encode.Piece, salt: str) -> encode.Piece:
     encoded = cells.dictionary_encode()
     hashed = [hashlib.sha256((salt + v).encode()).hexdigest() if v else "" for v in encoded.dictionary.to_pylist()]
     return pa.array(hashed, pa.string()).take(encoded.indices)
+
+
+def _per_distinct(cells: pa.Array, check: Callable[[str], bool]) -> pa.Array:
+    """A boolean per row from a Python check run once per distinct value."""
+    encoded = cells.dictionary_encode()
+    results = pa.array([check(v) for v in encoded.dictionary.to_pylist()], pa.bool_())
+    return results.take(encoded.indices)
+
+
+def _repeats_an_id(ids: str) -> bool:
+    parts = ids.split(",")
+    return len(parts) != len(set(parts))
 
 
 def _parse_buckets(text: str, fmt: str) -> tuple[str, str] | None:

@@ -38,6 +38,13 @@ def render_text(report: Report) -> str:
     out.append(report.accounting + ("" if report.balanced() else "   << DOES NOT BALANCE: a bug"))
     out += _rules(report)
     out += _events(report.stats, "sent" if sending else "valid")
+    collector = report.extra.get("collector")
+    if collector:
+        out.append(
+            f"the sandbox collector received {collector['received']:,} requests: "
+            f"{collector['accepted']:,} answered 200, {collector['invalid']:,} invalid by the spec, "
+            f"{collector['duplicates']:,} duplicate queries, sum of v {collector['value_total']:,}"
+        )
     if report.sample_urls:
         out.append("sample requests:")
         out += [f"  {url}" for url in report.sample_urls]

@@ -26,6 +26,8 @@ RULES: dict[str, str] = {
     "event-name-control": "event name contains control characters; clean the cell",
     "experiment-missing": "no experiment/variation pair: every event needs at least one",
     "experiment-id-digits": "experiment id must be digits",
+    "experiment-duplicate": "the same experiment id comes twice (two columns, or a column and "
+    "the cookie); keep one",
     "variation-id-format": "variation id must be digits, or digits joined by '_'",
     "buckets-invalid": "not a JSON object of experiment id -> variation id",
     "goal-ids-missing": "goal ids are empty",
@@ -98,6 +100,6 @@ class Violations:
 
 def _to_numpy_mask(mask: np.ndarray | pa.Array) -> np.ndarray:
     if isinstance(mask, np.ndarray):
-        return mask.astype(bool, copy=False)
+        return np.array(mask, dtype=bool)  # a copy: callers may reuse their array
     filled = pc.fill_null(mask, False)
     return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=bool)

@@ -126,8 +126,9 @@ class Source:
             missing = [c for c in columns if c not in have]
             if missing:
                 names = ", ".join(repr(c) for c in missing)
+                noun = "column" if len(missing) == 1 else "columns"
                 raise SourceError(
-                    f"{item.name}: missing column {names} that the schema reads; "
+                    f"{item.name}: missing {noun} {names} that the schema reads; "
                     f"the file has: {', '.join(have) or '(no columns)'}. "
                     "Fix the schema's column names or the file's header."
                 )
@@ -299,13 +300,16 @@ class CsvInput(Input):
 class _LineCounter:
     """Gives CSV rows their record numbers and first lines, counting newlines inside quotes.
 
-    Blank lines are not records: they are counted and dropped. Malformed records take a
-    record number (so every record has a position the ledger can settle) and are reported.
+    The parser numbers records (header and blank lines included, newlines inside quotes not)
+    and tells the number of each malformed one. Blank lines are not rows: they are counted
+    and dropped. Malformed records keep a row number and a position, so the ledger can settle
+    them like any other rejected row.
     """
 
     def __init__(self, base: int) -> None:
-        self.base = base  # the position of the file's first record
-        self.next_line = 2  # line 1 is the header
+        self.base = base  # the position of the file's first row
+        self.next_record = 2  # the parser's record 1 is the header
+        self.extra_lines = 0  # newlines inside quotes so far
         self.next_row = 1
 
     def place(
@@ -323,36 +327,41 @@ class _LineCounter:
             for column in batch.columns:
                 newlines += pc.count_substring(column, "\n").to_numpy(zero_copy_only=False)
                 blank &= pc.equal(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
-        starts = self.next_line + np.arange(count) + np.concatenate(([0], np.cumsum(newlines)[:-1]))
-        starts = starts.astype(np.int64) if count else np.zeros(0, dtype=np.int64)
         bad = sorted(bad)
-        for line, text, _ in bad:
-            span = 1 + text.count("\n")
-            starts[starts >= line] += span
-        keep = ~blank
-        lines = starts[keep]
-        bad_lines = np.array([b[0] for b in bad], dtype=np.int64)
-        # Record numbers: valid and malformed records merged in line order.
-        rows = self.next_row + np.arange(len(lines)) + np.searchsorted(bad_lines, lines)
-        bad_rows = self.next_row + np.arange(len(bad)) + np.searchsorted(lines, bad_lines)
-        ends = [self.next_line]
-        if count:
-            ends.append(int(starts[-1] + 1 + newlines[-1]))
-        if bad:
-            ends.append(bad[-1][0] + 1 + bad[-1][1].count("\n"))
-        self.next_line = max(ends)
-        self.next_row += len(lines) + len(bad)
+        records = self.next_record + np.arange(count, dtype=np.int64)
+        for number, _, _ in bad:
+            records[records >= number] += 1
+        # Every record of the batch in file order: parsed ones, then malformed ones.
+        all_records = np.concatenate([records, np.array([b[0] for b in bad], dtype=np.int64)])
+        all_extra = np.concatenate([newlines, np.array([b[1].count("\n") for b in bad], dtype=np.int64)])
+        is_row = np.concatenate([~blank, np.ones(len(bad), dtype=bool)])
+        order = np.argsort(all_records, kind="stable")
+        extra_before = self.extra_lines + np.concatenate(([0], np.cumsum(all_extra[order])[:-1]))
+        lines_sorted = all_records[order] + extra_before
+        rows_sorted = self.next_row + np.cumsum(is_row[order]) - 1
+        lines = np.empty_like(lines_sorted)
+        rows = np.empty_like(rows_sorted)
+        lines[order] = lines_sorted
+        rows[order] = rows_sorted
+        if len(all_records):
+            self.next_record = int(all_records.max()) + 1
+            self.extra_lines += int(all_extra.sum())
+            self.next_row += int(is_row.sum())
         cursor.position = self.base + self.next_row - 1
+        keep = ~blank
         data = None
         if batch is not None:
-            data = batch.select(columns).filter(pa.array(keep)) if not keep.all() else batch.select(columns)
+            data = batch.select(columns)
+            if not keep.all():
+                data = data.filter(pa.array(keep))
         malformed = tuple(
-            Malformed(int(self.base + r - 1), int(r), line, text, message)
-            for (line, text, message), r in zip(bad, bad_rows, strict=True)
+            Malformed(int(self.base + r - 1), int(r), int(line), text, message)
+            for (_, text, message), r, line in zip(bad, rows[count:], lines[count:], strict=True)
         )
+        kept_rows = rows[:count][keep]
         return Batch(
-            file=name, data=data, positions=self.base + rows - 1, rows=rows, lines=lines,
-            malformed=malformed, blank_lines=int(blank.sum()),
+            file=name, data=data, positions=self.base + kept_rows - 1, rows=kept_rows,
+            lines=lines[:count][keep], malformed=malformed, blank_lines=int(blank.sum()),
         )
 
 

@@ -149,11 +149,7 @@ def _from_text(cells: pa.Array, spec: TimeField, times: _Times, found: Violation
     present = ~_np(pc.equal(pc.binary_length(text), 0))
     fmt = spec.format
     if "%" in fmt:
-        parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-        ok = present & ~_np(pc.is_null(parsed))
-        ints = pc.cast(pc.fill_null(parsed, pa.scalar(0, parsed.type)), pa.int64())
-        times.set(np.flatnonzero(ok), ints.to_numpy(zero_copy_only=False)[ok], naive="%z" not in fmt)
-        found.add(present & ~ok, "time-format", spec.column, cells)
+        _parse_pattern(text, present, fmt, times, found, spec.column, cells)
         return
     epoch = present & _np(pc.match_substring_regex(text, _EPOCH))
     if fmt == "iso":
@@ -166,6 +162,49 @@ def _from_text(cells: pa.Array, spec: TimeField, times: _Times, found: Violation
         whole = pc.struct_field(pc.extract_regex(text, r"^(?P<n>-?[0-9]+)"), "n")
         ints = pc.cast(pc.if_else(pa.array(epoch), whole, pa.scalar("0")), pa.int64())
         _set_epoch(ints.to_numpy(zero_copy_only=False), epoch, spec, times)
+
+
+def _parse_pattern(
+    text: pa.Array, rows: np.ndarray, fmt: str, times: _Times, found: Violations, column: str,
+    raw: pa.Array,
+) -> None:
+    """strptime in Arrow; what does not print back the same is checked by Python's strptime.
+
+    Arrow's parser rolls impossible dates over (31/02 becomes 02/03); Python's refuses them.
+    """
+    parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+    ok = rows & ~_np(pc.is_null(parsed))
+    if "%z" not in fmt:
+        same = _np(pc.equal(pc.strftime(parsed, format=fmt), text))
+        doubt = ok & ~same
+        ok &= same
+    else:
+        doubt = ok.copy()
+        ok[:] = False
+    ints = pc.cast(pc.fill_null(parsed, pa.scalar(0, parsed.type)), pa.int64())
+    times.set(np.flatnonzero(ok), ints.to_numpy(zero_copy_only=False)[ok], naive="%z" not in fmt)
+    bad = rows & ~ok & ~doubt
+    values = text.to_pylist()
+    cache: dict[str, int | None] = {}
+    for i in np.flatnonzero(doubt):
+        if values[i] not in cache:
+            cache[values[i]] = _strptime_seconds(values[i], fmt)
+        seconds = cache[values[i]]
+        if seconds is None:
+            bad[i] = True
+        else:
+            times.set(np.array([i]), np.array([seconds]), naive="%z" not in fmt)
+    found.add(bad, "time-format", column, raw)
+
+
+def _strptime_seconds(value: str, fmt: str) -> int | None:
+    """Python's strict strptime: epoch seconds (wall time as if UTC when naive) or None."""
+    try:
+        parsed = datetime.strptime(value, fmt)
+    except ValueError:
+        return None
+    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return int(aware.timestamp() // 1)
 
 
 def _parse_iso(

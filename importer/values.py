@@ -62,7 +62,9 @@ def parse_values(
     if slow.any():
         _slow(cleaned, slow, digits, spec, out, valid, found, column, text)
     if not spec.allow_negative:
-        found.add(valid & (out < 0), "value-negative", column, text)
+        negative = valid & (out < 0)
+        found.add(negative, "value-negative", column, text)
+        valid &= ~negative
     return pa.array(out, mask=~valid)
 
 
@@ -118,7 +120,7 @@ def _fast(
     sign = pc.struct_field(match, "sign")
     integer = pc.struct_field(match, "int")
     frac = pc.fill_null(pc.struct_field(match, "frac"), "")
-    for places in np.unique(digits[plain]):
+    for places in np.unique(digits[plain & (digits >= 0)]):
         rows = plain & (digits == places)
         k = int(places)
         padded = pc.utf8_rpad(frac, width=k, padding="0") if k else frac

@@ -1,0 +1,477 @@
+"""Delivery: one aiohttp session, a bounded pool of workers, retries, give-up, graceful stop.
+
+Rows arrive as :class:`Work` (a batch of URLs with their row identities) on a bounded queue,
+so memory stays flat. ``concurrency`` workers take rows one at a time; transient failures
+(connection errors, timeouts, 408, 425, 429, 5xx) go to a retry heap with capped exponential
+backoff and full jitter, or the server's Retry-After; anything else non-2xx fails the row.
+A row that exhausts its attempts while nothing else succeeds is not failed: the endpoint is
+down, and the give-up watchdog stops the run with the row still pending.
+
+aiohttp's exceptions are translated into the project's tree in :func:`translate` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from importer._version import __version__
+from importer.errors import DeliveryError, PermanentError, TransientError
+
+DEFAULT_CONCURRENCY = 32
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_TOTAL_TIMEOUT = 30.0
+DEFAULT_BACKOFF_BASE = 0.5
+DEFAULT_BACKOFF_CAP = 30.0
+DEFAULT_MAX_RETRY_AFTER = 120.0
+DEFAULT_GIVE_UP_AFTER = 300.0
+DEFAULT_DRAIN_TIMEOUT = 30.0
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+_RETRY_AFTER_MARGIN = 0.02  # arrive just after the server's moment, never just before
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How to send. Every field has a DEFAULT_* constant.
+
+    Attributes:
+        concurrency: requests in flight at once.
+        rate: at most this many requests per second (None: as fast as the pool allows).
+        connect_timeout: seconds to open a connection.
+        total_timeout: seconds for a whole request.
+        max_attempts: attempts per row before it fails (while the endpoint works).
+        backoff_base: first retry delay bound, doubled per attempt (full jitter).
+        backoff_cap: the largest retry delay.
+        max_retry_after: the longest Retry-After honoured.
+        give_up_after: stop when nothing succeeded for this many seconds.
+        drain_timeout: on a graceful stop, how long in-flight requests may finish.
+    """
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate: float | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_cap: float = DEFAULT_BACKOFF_CAP
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    give_up_after: float = DEFAULT_GIVE_UP_AFTER
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+
+@dataclass
+class Work:
+    """Rows ready to send, in input order."""
+
+    positions: list[int]
+    urls: list[str]
+    names: list[str]
+    values: list[int | None]
+    times: list[int]
+    file: str
+    rows: list[int]
+    lines: list[int | None]
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+
+@dataclass
+class Failure:
+    """A row that failed permanently."""
+
+    position: int
+    file: str
+    row: int
+    line: int | None
+    url: str
+    attempts: int
+    status: int | None
+    error: str
+
+
+class Tracker(Protocol):
+    """What the sender tells the ledger (or nobody) about each row's fate."""
+
+    def done(self, position: int) -> None:
+        """The row was acknowledged with a 2xx."""
+
+    def failed(self, failure: Failure) -> None:
+        """The row failed permanently."""
+
+    def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
+        """At a stop: rows never acknowledged; ``ambiguous`` ones may have arrived."""
+
+
+class NullTracker:
+    """Tracks nothing (no ledger)."""
+
+    def done(self, position: int) -> None:
+        return None
+
+    def failed(self, failure: Failure) -> None:
+        return None
+
+    def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
+        return None
+
+
+class _Item:
+    """One row on its way: where it is in its Work, and how its attempts went."""
+
+    __slots__ = ("attempts", "error", "first_try", "index", "maybe_delivered", "status", "work")
+
+    def __init__(self, work: Work, index: int) -> None:
+        self.work = work
+        self.index = index
+        self.attempts = 0
+        self.first_try = 0.0
+        self.maybe_delivered = False
+        self.status: int | None = None
+        self.error = ""
+
+
+@dataclass
+class Outcome:
+    """What a send run did, as counts (the report adds the rest)."""
+
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+    unknown: int = 0
+    retries: int = 0
+    stopped: str | None = None  # None (finished), "interrupted", "gave-up", "aborted", "error"
+    failures: list[Failure] = field(default_factory=list)
+
+
+def translate(exc: BaseException) -> TransientError | PermanentError:
+    """aiohttp and timeout exceptions as the project's delivery errors, in one place."""
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PermanentError(f"invalid URL: {exc}", maybe_delivered=False)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransientError("connect timed out", maybe_delivered=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return TransientError(f"cannot connect: {exc.strerror or exc}", maybe_delivered=False)
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return TransientError("timed out waiting for the answer")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransientError("server closed the connection")
+    if isinstance(exc, aiohttp.ClientOSError):
+        return TransientError(f"connection error: {exc.strerror or exc}")
+    return TransientError(f"{type(exc).__name__}: {exc}")
+
+
+def classify(status: int, reason: str, retry_after: float | None) -> DeliveryError | None:
+    """None for 2xx; a transient or permanent error for anything else."""
+    if 200 <= status < 300:
+        return None
+    text = f"{status} {reason}".strip()
+    if status in TRANSIENT_STATUSES or 500 <= status < 600:
+        return TransientError(text, status=status, retry_after=retry_after)
+    return PermanentError(text, status=status)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Sender:
+    """Delivers Work from a queue through one aiohttp session.
+
+    Args:
+        options: how to send.
+        tracker: told of every row's fate (the ledger).
+        on_done: called with (event name, value, time) of each acknowledged row.
+    """
+
+    def __init__(self, options: SendOptions, *, tracker: Tracker | None = None,
+                 on_done: Callable[[str, int | None, int], None] | None = None) -> None:
+        self.options = options
+        self.tracker = tracker or NullTracker()
+        self.on_done = on_done
+        self.outcome = Outcome()
+        self.queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=2)
+        self._retry: list[tuple[float, int, _Item]] = []
+        self._seq = 0
+        self._current: Work | None = None
+        self._cursor = 0
+        self._input_done = False
+        self._inflight: set[_Item] = set()
+        self._cancelled: list[_Item] = []
+        self._orphans: list[Work] = []
+        self.last_error = ""
+        self._stop: str | None = None
+        self._wake = asyncio.Event()
+        self._last_success = time.monotonic()
+        self._retry_limit = max(64, options.concurrency * 8)
+        self._session: aiohttp.ClientSession | None = None
+        self._limiter: Any = None
+        self._random = random.Random()
+
+    # -- control --------------------------------------------------------------------------
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Stop taking rows. "interrupted" and "error" let in-flight requests finish (up to
+        the drain timeout); "gave-up" and "aborted" cut them off."""
+        if self._stop is None or reason == "aborted":
+            self._stop = reason
+        self._notify()
+
+    @property
+    def retrying(self) -> int:
+        """Rows waiting for a retry."""
+        return len(self._retry)
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether more rows are wanted (False once the run is stopping)."""
+        return self._stop is None
+
+    async def put(self, work: Work) -> None:
+        """Queue rows to send; waits while the queue is full (that is the backpressure).
+
+        Rows offered after a stop are kept aside and settled as pending.
+        """
+        while self._stop is None:
+            try:
+                await asyncio.wait_for(self.queue.put(work), timeout=0.2)
+            except TimeoutError:
+                continue
+            self._notify()
+            return
+        self._orphans.append(work)
+
+    async def feed_done(self) -> None:
+        """No more Work will come."""
+        await self.queue.put(None)
+        self._notify()
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        """Send until the queue is exhausted, the run is stopped, or the endpoint is down.
+
+        Call :meth:`settle` afterwards, once nothing feeds the queue any more.
+        """
+        opts = self.options
+        if opts.rate:
+            from aiolimiter import AsyncLimiter
+
+            self._limiter = AsyncLimiter(opts.rate, 1.0)
+        connector = aiohttp.TCPConnector(limit=opts.concurrency, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout)
+        headers = {"User-Agent": f"event-backfill/{__version__}"}
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
+                                         auto_decompress=False) as session:
+            self._session = session
+            workers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]
+            watchdog = asyncio.create_task(self._watch())
+            try:
+                await self._drain(workers)
+            finally:
+                watchdog.cancel()
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, watchdog, return_exceptions=True)
+        return self.outcome
+
+    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+        """Wait for the workers; after a graceful stop, in-flight requests get drain_timeout."""
+        waiting = asyncio.gather(*workers)
+        deadline: float | None = None
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=0.1)
+            if done:
+                waiting.result()
+                return
+            if self._stop in ("gave-up", "aborted"):
+                break  # in-flight requests are cut off at once
+            if self._stop is not None:
+                deadline = deadline or time.monotonic() + self.options.drain_timeout
+                if time.monotonic() >= deadline:
+                    break
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        """Give up when nothing has succeeded for give_up_after seconds while rows wait."""
+        while True:
+            await asyncio.sleep(0.25)
+            busy = bool(self._retry or self._inflight)
+            silent = time.monotonic() - self._last_success
+            if busy and self._stop is None and silent > self.options.give_up_after:
+                self.outcome.stopped = "gave-up"
+                self.stop("gave-up")
+
+    async def _worker(self) -> None:
+        while True:
+            item = self._take()
+            if item is None:
+                if self._finished():
+                    self._notify()
+                    return
+                await self._idle()
+                continue
+            self._inflight.add(item)
+            try:
+                await self._deliver(item)
+            except asyncio.CancelledError:
+                self._cancelled.append(item)  # cut off mid-request: it may have arrived
+                raise
+            finally:
+                self._inflight.discard(item)
+                self._notify()
+
+    def _take(self) -> _Item | None:
+        if self._stop is not None:
+            return None
+        if self._retry and self._retry[0][0] <= time.monotonic():
+            return heapq.heappop(self._retry)[2]
+        if len(self._retry) >= self._retry_limit:
+            return None  # too many rows failing: let retries drain before taking new ones
+        while self._current is None or self._cursor >= len(self._current):
+            if self._input_done:
+                return None
+            try:
+                work = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+            if work is None:
+                self._input_done = True
+                return None
+            self._current, self._cursor = work, 0
+        item = _Item(self._current, self._cursor)
+        self._cursor += 1
+        return item
+
+    def _finished(self) -> bool:
+        if self._inflight:
+            return False
+        if self._stop is not None:
+            return True
+        fresh_left = self._current is not None and self._cursor < len(self._current)
+        return self._input_done and not self._retry and not fresh_left
+
+    async def _idle(self) -> None:
+        wait = 1.0
+        if self._retry:
+            wait = min(wait, max(0.0, self._retry[0][0] - time.monotonic()))
+        wake = self._wake
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=wait)
+        except TimeoutError:
+            pass
+
+    async def _deliver(self, item: _Item) -> None:
+        item.attempts += 1
+        if item.attempts == 1:
+            item.first_try = time.monotonic()
+        try:
+            await self._request(item.work.urls[item.index])
+        except TransientError as err:
+            self._transient(item, err)
+        except PermanentError as err:
+            self._fail(item, err)
+        else:
+            self._done(item)
+
+    async def _request(self, url: str) -> None:
+        assert self._session is not None
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        try:
+            async with self._session.get(url, allow_redirects=False) as response:
+                await response.read()
+                status, reason = response.status, response.reason or ""
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise translate(exc) from exc
+        error = classify(status, reason, retry_after)
+        if error is not None:
+            raise error
+
+    def _done(self, item: _Item) -> None:
+        work, i = item.work, item.index
+        self._last_success = time.monotonic()
+        self.outcome.sent += 1
+        self.tracker.done(work.positions[i])
+        if self.on_done is not None:
+            self.on_done(work.names[i], work.values[i], work.times[i])
+
+    def _transient(self, item: _Item, err: DeliveryError) -> None:
+        item.status, item.error = err.status, err.reason
+        self.last_error = err.reason
+        item.maybe_delivered |= err.maybe_delivered
+        out_of_attempts = item.attempts >= self.options.max_attempts
+        if out_of_attempts and self._last_success > item.first_try:
+            self._fail(item, err)  # others get through: this row is the problem
+            return
+        self.outcome.retries += 1
+        delay = self._delay(item.attempts, err.retry_after)
+        self._seq += 1
+        heapq.heappush(self._retry, (time.monotonic() + delay, self._seq, item))
+
+    def _delay(self, attempts: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.options.max_retry_after) + _RETRY_AFTER_MARGIN
+        bound = min(self.options.backoff_cap, self.options.backoff_base * 2 ** min(attempts - 1, 30))
+        return self._random.uniform(0, bound)
+
+    def _fail(self, item: _Item, err: DeliveryError) -> None:
+        work, i = item.work, item.index
+        self.last_error = err.reason
+        failure = Failure(work.positions[i], work.file, work.rows[i], work.lines[i], work.urls[i],
+                          item.attempts, err.status, err.reason)
+        self.outcome.failed += 1
+        self.outcome.failures.append(failure)
+        self.tracker.failed(failure)
+
+    def settle(self) -> Outcome:
+        """After a stop: every row not acknowledged or failed is pending; say which may have arrived."""
+        for item in self._cancelled:
+            item.maybe_delivered = True
+        items = [entry[2] for entry in self._retry] + self._cancelled
+        positions = [item.work.positions[item.index] for item in items]
+        ambiguous = [item.work.positions[item.index] for item in items if item.maybe_delivered]
+        if self._current is not None:
+            positions += self._current.positions[self._cursor:]
+        for work in self._orphans:
+            positions += work.positions
+        self._orphans.clear()
+        while not self.queue.empty():
+            work = self.queue.get_nowait()
+            if work is not None:
+                positions += work.positions
+        self._retry.clear()
+        self._cancelled.clear()
+        self._current = None
+        self.outcome.pending = len(positions)
+        self.outcome.unknown = len(ambiguous)
+        if positions:
+            self.tracker.unsent(positions, ambiguous)
+        if self.outcome.stopped is None and self._stop is not None:
+            self.outcome.stopped = self._stop
+        return self.outcome
