@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 schema-json: $(STAMP)
-	$(PY) -m importer.schema > $(SCHEMAS)/schema.json
+	$(PY) -c "import sys; from importer.schema import json_schema_text; sys.stdout.write(json_schema_text())" > $(SCHEMAS)/schema.json
 
 clean:
 	rm -rf $(VENV) .backfill bench/out

@@ -12,6 +12,7 @@ import json
 import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -167,10 +168,11 @@ class Mapper:
         return x, joined_ids
 
     def _experiment_column(self) -> str:
-        if self.schema.buckets is not None:
-            return self.schema.buckets.column
-        first = self.schema.experiments[0]
-        return first.experiment_column or first.variation_column or "experiments"
+        if self.schema.experiments:
+            first = self.schema.experiments[0]
+            return first.experiment_column or first.variation_column or "experiments"
+        assert self.schema.buckets is not None
+        return self.schema.buckets.column
 
     def _buckets(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array, np.ndarray]:
         spec = self.schema.buckets
@@ -183,7 +185,8 @@ class Mapper:
         bad = pc.and_(pc.is_null(frags), pc.greater(pc.binary_length(cells), 0))
         found.add(bad, "buckets-invalid", spec.column, cells)
         empty = pc.equal(pc.binary_length(frags), 0)
-        return pc.if_else(empty, pa.scalar(None, pa.string()), frags), exp_ids, _np(bad)
+        none = pa.scalar(None, pa.string())
+        return pc.if_else(empty, none, frags), pc.if_else(empty, none, exp_ids), _np(bad)
 
     def _goals(self, texts: _Texts, found: Violations) -> encode.Piece:
         spec = self.schema.goal_ids
@@ -367,12 +370,20 @@ def _repeats_an_id(ids: str) -> bool:
     return len(parts) != len(set(parts))
 
 
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object hook that refuses repeated keys (json keeps the last one silently)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("repeated key")
+    return result
+
+
 def _parse_buckets(text: str, fmt: str) -> tuple[str, str] | None:
     """An optimizelyBuckets value to ("x1=2&x3=4", "1,3"); ("", "") when empty; None if bad."""
     if not text:
         return "", ""
     try:
-        data = json.loads(unquote(text) if fmt == "cookie" else text)
+        data = json.loads(unquote(text) if fmt == "cookie" else text, object_pairs_hook=_no_repeats)
     except ValueError:
         return None
     if not isinstance(data, dict):

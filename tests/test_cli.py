@@ -1,0 +1,148 @@
+"""Tests for the CLI: exit codes, exact messages, output files. Through typer's runner."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from importer.cli import app
+
+from .conftest import BASE_SCHEMA, HEADER, SPEC_QUERY, SPEC_ROW
+
+runner = CliRunner()
+
+
+def toml_of(data: dict[str, Any]) -> str:
+    """A tiny TOML writer for the schema dicts used here."""
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, str):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def schema_file(tmp_path: Path) -> Path:
+    """The base schema as a TOML file."""
+    path = tmp_path / "schema.toml"
+    path.write_text(toml_of(BASE_SCHEMA))
+    assert tomllib.loads(path.read_text())["user_id"] == {"column": "user"}
+    return path
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    """Each command's help carries a runnable example."""
+    group = typer.main.get_command(app)
+    names = set(group.commands)  # type: ignore[attr-defined]
+    assert names >= {"check", "preview"}
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Example: event-backfill" in result.output or "Commands" in result.output, name
+
+
+def test_check_all_valid_exits_0(schema_file: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
+    """All rows valid: exit 0 and the balanced counts."""
+    path = write_csv([HEADER, SPEC_ROW, SPEC_ROW])
+    result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "rows read 2 = valid 2 + rejected 0" in result.stdout
+    assert "example_event           2 events   v = 1,000" in result.stdout
+    assert SPEC_QUERY in result.stdout
+
+
+def test_check_with_rejects_exits_3_and_writes_a_safe_file(
+    schema_file: Path, write_csv, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Rejected rows: exit 3, examples with file and line, a spreadsheet-safe rejects file."""
+    path = write_csv([HEADER, SPEC_ROW, "=cmd|' /C calc'!A0,e,1,2,3,-5.00,1462472175"])
+    out = tmp_path / "rejects.csv"
+    result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file), "--rejects",
+                                 str(out), "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert "rows read 2 = valid 1 + rejected 1" in result.stdout
+    assert f"      {path} line 3, column amount: '-5.00'" in result.stdout
+    text = out.read_text()
+    assert text.splitlines()[0] == '"file","row","line","column","rule","message","value"'
+    assert "\"'-5.00\"" in text
+    assert "\"'=cmd|' /C calc'!A0\"" not in text  # the user id passed: only the amount is rejected
+    assert "value-negative" in text
+
+
+def test_check_json(schema_file: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
+    """--json prints one JSON document with the counts."""
+    path = write_csv([HEADER, SPEC_ROW, ",e,1,2,3,1,1462472175"])
+    result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file), "--json", "--quiet"])
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert (report["rows_read"], report["valid"], report["rejected"]) == (2, 1, 1)
+    assert report["rejected_by_rule"] == {"user-id-empty": 1}
+    assert report["balanced"] is True
+
+
+def test_schema_error_exits_2_naming_file_and_key(tmp_path: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
+    """A wrong key: exit 2, one line naming the file and key, no traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml_of({**BASE_SCHEMA, "value": {"column": "amount", "scael": 100}}))
+    result = runner.invoke(app, ["check", str(write_csv([HEADER, SPEC_ROW])), "--schema", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {bad}: key 'value.scael': unknown key; this table takes: column, value, scale, "
+        "currency_column, thousands_separator, decimal_separator, strip, rounding, "
+        "allow_negative, required\n"
+    )
+    assert result.stdout == ""
+
+
+def test_missing_column_exits_2(schema_file: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
+    """A file without a schema column: exit 2 and the file's columns listed."""
+    path = write_csv(["user,event", "u,e"])
+    result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {path}: missing columns 'goals', 'amount', 'ts', 'exp', 'var' ")
+    assert "the file has: user, event." in result.stderr
+
+
+def test_missing_file_exits_2(schema_file: Path, tmp_path: Path) -> None:
+    """A file that does not exist."""
+    result = runner.invoke(app, ["check", str(tmp_path / "nope.csv"), "--schema", str(schema_file)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'nope.csv'}: file not found\n"
+
+
+def test_preview_prints_one_url_per_line(schema_file: Path, write_csv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """preview prints the URLs of valid rows; -n limits; --out writes a file."""
+    path = write_csv([HEADER, SPEC_ROW, ",e,1,2,3,1,1462472175", SPEC_ROW, SPEC_ROW])
+    result = runner.invoke(app, ["preview", str(path), "--schema", str(schema_file), "-n", "2"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(re.fullmatch(r"https://1234567\.log\.optimizely\.com/event\?" + re.escape(SPEC_QUERY), x)
+               for x in lines)
+    assert result.stderr == "2 requests written; 1 rows rejected (run check to see why)\n"
+    out = tmp_path / "urls.txt"
+    result = runner.invoke(app, ["preview", str(path), "--schema", str(schema_file), "--out", str(out)])
+    assert result.exit_code == 0
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_usage_error_exits_2(write_csv) -> None:  # type: ignore[no-untyped-def]
+    """A missing --schema is a usage error."""
+    result = runner.invoke(app, ["check", str(write_csv([HEADER]))])
+    assert result.exit_code == 2
+    assert "Missing option '--schema'" in result.stderr
