@@ -1,5 +1,5 @@
 """``python -m importer`` runs the CLI."""
 
-from importer.cli import main
+from importer._entry import main
 
 main()

@@ -15,13 +15,16 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from importer import history
 from importer.errors import UsageError
-from importer.ledger import MemoryLedger
+from importer.ledger import DEFAULT_LEDGER, SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
 from importer.mapping import Mapped, Mapper
 from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
+from importer.render import resume_lines
 from importer.report import RejectsWriter, Report
-from importer.run import Control, RunSettings, deliver
+from importer.collector import Collector
+from importer.run import Control, RunSettings, deliver, source_feed
 from importer.schema import Schema, load_schema
 from importer.sender import SendOptions
 from importer.source import DEFAULT_BATCH_SIZE, Source, open_source
@@ -158,6 +161,9 @@ async def send_async(
     schema: SchemaLike,
     endpoint: str | None = None,
     sandbox: bool = False,
+    ledger: str | Path | None = DEFAULT_LEDGER,
+    new_run: bool = False,
+    unknown: Unknown = "resend",
     options: SendOptions | None = None,
     rejects: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -173,6 +179,10 @@ async def send_async(
         schema: a schema file path, a dict, or a :class:`~importer.schema.Schema`.
         endpoint: override the schema's endpoint template (e.g. a collector's URL).
         sandbox: start a local collector and send there instead.
+        ledger: the SQLite ledger file that makes the run resumable; None for no ledger.
+        new_run: start afresh even though the ledger holds a run of this source.
+        unknown: rows an interrupted run may or may not have delivered: "resend" them
+            (never loses) or "skip" them (never duplicates).
         options: a :class:`~importer.sender.SendOptions`; keyword tunables such as
             ``concurrency=64`` or ``rate=100`` override its fields.
         rejects: write every broken rule to this .csv or .parquet file.
@@ -183,18 +193,55 @@ async def send_async(
 
     Returns:
         The :class:`~importer.report.Report`; its accounting line always holds.
+
+    Raises:
+        ImporterError: a schema, input or ledger problem (nothing sent), or an input that
+            became unreadable midway (what was sent is in the ledger).
     """
+    if unknown not in ("resend", "skip"):
+        raise UsageError(f"unknown must be 'resend' or 'skip', got {unknown!r}")
     settings = RunSettings(
         options=_send_options(options, tunables), batch_size=batch_size, sandbox=sandbox,
         progress=progress or NullProgress(), control=control or Control(),
     )
     opened, loaded = prepare(source, schema)
-    settings.rejects = RejectsWriter(rejects) if rejects is not None else None
     mapper = Mapper(loaded, endpoint=endpoint, now=now)
     report = Report("send", source=opened.name, schema=schema_name(schema))
-    ledger = MemoryLedger()
-    await deliver(opened, mapper, ledger, report, settings)
+    destination = SANDBOX if sandbox else mapper.endpoint
+    store = await asyncio.to_thread(_open_ledger, ledger, opened, loaded, destination, new_run, unknown)
+    report.extra["resume"] = store.resume.__dict__ if isinstance(store, SqliteLedger) else None
+    for line in resume_lines(report.extra["resume"]):
+        settings.progress.note(line)
+    settings.rejects = RejectsWriter(rejects) if rejects is not None else None
+    collector = Collector() if sandbox else None
+    outcome = None
+    try:
+        if collector is not None:
+            mapper.endpoint = await collector.start()
+            report.notes.append(f"sandbox: sent to a local collector at {mapper.endpoint}")
+        feed = source_feed(opened, mapper, store, report, settings)
+        outcome = await deliver(feed, store, report, settings, total=opened.total_rows())
+    finally:
+        finished = outcome is not None and outcome.stopped is None and outcome.pending == 0
+        await asyncio.to_thread(store.close, finished=finished)
+        if settings.rejects is not None:
+            settings.rejects.close()
+            report.rejects_path = str(settings.rejects.path)
+        if collector is not None:
+            report.extra["collector"] = collector.stats.to_dict()
+            await collector.stop()
+    if isinstance(store, SqliteLedger):
+        report.extra["unknown"] = store.unknown_now
+        report.extra["ledger"] = {"path": str(store.path), "run": store.run_id}
     return report
+
+
+def _open_ledger(path: str | Path | None, source: Source, schema: Schema, destination: str,
+                 new_run: bool, unknown: Unknown) -> SqliteLedger | MemoryLedger:
+    if path is None:
+        return MemoryLedger()
+    key = RunKey(source.key, source.name, source.fingerprint(), schema.fingerprint(), destination)
+    return SqliteLedger(path, key, new_run=new_run, unknown=unknown, dedupe=bool(schema.dedupe_key))
 
 
 def send(source: Any, /, **kwargs: Any) -> Report:
@@ -202,20 +249,25 @@ def send(source: Any, /, **kwargs: Any) -> Report:
 
     Takes the arguments of :func:`send_async`. The run happens in a worker thread with its own
     event loop, so it works the same in a plain script and in Jupyter (whose loop is already
-    running). Ctrl-C (KeyboardInterrupt) stops it gracefully: in-flight requests drain and the
-    report says how to resume; a second Ctrl-C stops it at once.
+    running). Ctrl-C (KeyboardInterrupt) stops it gracefully: in-flight requests drain, the
+    ledger commits and the report says how to resume; a second Ctrl-C stops it at once.
     """
     control = kwargs.pop("control", None) or Control()
-    result: list[Report] = []
+    return _in_thread(lambda: send_async(source, control=control, **kwargs), control)  # type: ignore[no-any-return]
+
+
+def _in_thread(work: Any, control: Control) -> Any:
+    """Run a coroutine factory in a worker thread with its own loop; Ctrl-C stops it gracefully."""
+    result: list[Any] = []
     failure: list[BaseException] = []
 
-    def work() -> None:
+    def target() -> None:
         try:
-            result.append(asyncio.run(send_async(source, control=control, **kwargs)))
+            result.append(asyncio.run(work()))
         except BaseException as exc:  # handed to the caller's thread below
             failure.append(exc)
 
-    thread = threading.Thread(target=work, name="event-backfill-send", daemon=True)
+    thread = threading.Thread(target=target, name="event-backfill", daemon=True)
     thread.start()
     while thread.is_alive():
         try:
@@ -225,3 +277,45 @@ def send(source: Any, /, **kwargs: Any) -> Report:
     if failure:
         raise failure[0]
     return result[0]
+
+
+async def retry_async(
+    *,
+    ledger: str | Path = DEFAULT_LEDGER,
+    run: int | None = None,
+    options: SendOptions | None = None,
+    progress: Progress | None = None,
+    control: Control | None = None,
+    **tunables: Any,
+) -> Report:
+    """Send the rows that failed permanently again (after the cause was fixed).
+
+    Args:
+        ledger: the ledger file.
+        run: only this run's failures (default: every run's).
+        options: how to send; keyword tunables override its fields.
+        progress: where to report progress.
+        control: lets another thread stop the retry.
+
+    Returns:
+        A report: rows read = failures retried = sent + failed + pending.
+    """
+    settings = RunSettings(options=_send_options(options, tunables),
+                           progress=progress or NullProgress(), control=control or Control())
+    return await history.retry_async(ledger, settings, run=run)
+
+
+def retry(**kwargs: Any) -> Report:
+    """:func:`retry_async` from synchronous code (a script or a notebook cell)."""
+    control = kwargs.pop("control", None) or Control()
+    return _in_thread(lambda: retry_async(control=control, **kwargs), control)  # type: ignore[no-any-return]
+
+
+def status(*, ledger: str | Path = DEFAULT_LEDGER) -> pd.DataFrame:
+    """Each run in the ledger: source, state, counts by state, unknown rows, last activity."""
+    return history.status(ledger)
+
+
+def failures(*, ledger: str | Path = DEFAULT_LEDGER, run: int | None = None) -> pd.DataFrame:
+    """The failed rows with their last status and error."""
+    return history.failures(ledger, run=run)

@@ -18,10 +18,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from importer import api
+from importer import api, history
 from importer.collector import DEFAULT_HOST, DEFAULT_PORT, Faults, serve
 from importer.errors import ImporterError, UsageError
-from importer.progress import NullProgress, Progress, TqdmProgress
+from importer.ledger import DEFAULT_LEDGER
+from importer.progress import Progress, TqdmProgress
 from importer.report import Report
 from importer.run import Control
 from importer.sender import (
@@ -55,7 +56,10 @@ EndpointOpt = Annotated[
     typer.Option(help="Endpoint URL template; {project_id} is replaced per row.", show_default=False),
 ]
 
+LedgerOpt = Annotated[Path, typer.Option(help="The SQLite ledger that makes runs resumable.")]
 T = TypeVar("T")
+failures_app = typer.Typer(no_args_is_help=True, help="The rows that failed permanently.")
+app.add_typer(failures_app, name="failures")
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -71,7 +75,8 @@ def _run(action: Callable[[], T]) -> T:
 
 
 def _progress(quiet: bool) -> Progress:
-    return NullProgress() if quiet else TqdmProgress(file=sys.stderr)
+    # Quiet hides the bar, not the notes (such as what a resumed run found).
+    return TqdmProgress(file=sys.stderr, disable=True if quiet else None)
 
 
 def _show(report: Report, as_json: bool) -> None:
@@ -166,6 +171,14 @@ def send(
         help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)] = DEFAULT_DRAIN_TIMEOUT,
     rejects: Annotated[Path | None, typer.Option(
         help="Write every rejected row to this .csv or .parquet file.", show_default=False)] = None,
+    ledger: LedgerOpt = DEFAULT_LEDGER,
+    no_ledger: Annotated[bool, typer.Option(
+        "--no-ledger", help="Keep no ledger: the run cannot be resumed.")] = False,
+    new_run: Annotated[bool, typer.Option(
+        "--new-run", help="Start afresh although the ledger holds a run of this file.")] = False,
+    unknown: Annotated[str, typer.Option(
+        help="Rows an interrupted run may have sent: 'resend' (never loses) or 'skip' "
+        "(never duplicates).")] = "resend",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -181,11 +194,79 @@ def send(
     )
     control = Control()
     _on_signals(control)
-    report = _run(lambda: api.send(files, schema=schema, endpoint=endpoint, sandbox=sandbox,
-                                   options=options, rejects=rejects, progress=_progress(quiet),
-                                   control=control))
+    report = _run(lambda: api.send(
+        files, schema=schema, endpoint=endpoint, sandbox=sandbox, options=options, rejects=rejects,
+        ledger=None if no_ledger else ledger, new_run=new_run, unknown=unknown,
+        progress=_progress(quiet), control=control))
     _show(report, as_json)
     raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def status(ledger: LedgerOpt = DEFAULT_LEDGER, as_json: JsonOpt = False) -> None:
+    """Show each run in the ledger: source, state, counts, unknown rows, last activity.
+
+    Example: event-backfill status --ledger .backfill/ledger.sqlite
+    """
+    frame = _run(lambda: api.status(ledger=ledger))
+    if as_json:
+        typer.echo(frame.to_json(orient="records", indent=2))
+        raise typer.Exit(0)
+    if frame.empty:
+        typer.echo(f"{ledger}: no runs yet")
+    for run in frame.to_dict("records"):
+        typer.echo(
+            f"run {run['run']}  {run['state']:<8}  {run['source']}\n"
+            f"  to {run['endpoint']}\n"
+            f"  rows seen {run['rows_seen']:,}: settled {run['settled']:,} (sent {run['sent']:,}, "
+            f"rejected {run['rejected']:,}, failed {run['failed']:,}, duplicates "
+            f"{run['duplicates']:,}, unknown skipped {run['unknown_skipped']:,}); "
+            f"unknown {run['unknown']:,}\n"
+            f"  started {run['created']}, last activity {run['last_activity']}"
+        )
+    raise typer.Exit(0)
+
+
+@app.command()
+def retry(
+    ledger: LedgerOpt = DEFAULT_LEDGER,
+    run: Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.", min=1)] = DEFAULT_CONCURRENCY,
+    rate: Annotated[float | None, typer.Option(
+        help="At most N requests per second.", min=0.001, show_default=False)] = None,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per row.", min=1)] = DEFAULT_MAX_ATTEMPTS,
+    give_up_after: Annotated[float, typer.Option(
+        help="Stop when nothing succeeded for this many seconds.", min=0.1)] = DEFAULT_GIVE_UP_AFTER,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Send the rows that failed permanently again, once their cause is fixed.
+
+    Example: event-backfill retry --ledger .backfill/ledger.sqlite
+    """
+    options = SendOptions(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
+                          give_up_after=give_up_after)
+    control = Control()
+    _on_signals(control)
+    report = _run(lambda: api.retry(ledger=ledger, run=run, options=options,
+                                    progress=_progress(quiet), control=control))
+    _show(report, as_json)
+    raise typer.Exit(report.exit_code)
+
+
+@failures_app.command("export")
+def failures_export(
+    out: Annotated[Path, typer.Argument(help="A .csv (spreadsheet-safe) or .parquet file.")],
+    ledger: LedgerOpt = DEFAULT_LEDGER,
+    run: Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)] = None,
+) -> None:
+    """Write the failed rows with their last status and error to a file.
+
+    Example: event-backfill failures export failures.csv --ledger .backfill/ledger.sqlite
+    """
+    count = _run(lambda: history.export_failures(ledger, out, run=run))
+    typer.echo(f"{count:,} failed rows written to {out}", err=True)
+    raise typer.Exit(0)
 
 
 def _on_signals(control: Control) -> None:
@@ -223,7 +304,8 @@ def collector(
     bad_request_match: Annotated[str | None, typer.Option(
         help="Answer 400 to queries matching this regular expression.", show_default=False)] = None,
     bad_request_window: Annotated[str | None, typer.Option(
-        help="Answer 400 to everything between START:END seconds after start.", show_default=False)] = None,
+        help="Answer 400 to everything between START:END seconds after the first request.",
+        show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for fault choices.", show_default=False)] = None,
 ) -> None:
     """Run a local Event API receiver that records what it gets, with optional faults.

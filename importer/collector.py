@@ -55,7 +55,8 @@ class Faults:
         hang_rate: answer nothing for ``hang_seconds`` (longer than a client's timeout).
         hang_seconds: how long a hang lasts.
         bad_request_match: answer 400 to queries matching this regular expression.
-        bad_request_window: answer 400 to every request between these seconds after start.
+        bad_request_window: answer 400 to every request between these seconds after the first
+            request arrived.
         seed: seed for the random choices, for repeatable runs.
     """
 
@@ -192,6 +193,7 @@ class Collector:
         self._random = random.Random(self.faults.seed)
         self._pattern = re.compile(self.faults.bad_request_match) if self.faults.bad_request_match else None
         self.started = time.time()
+        self.first_request: float | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -204,7 +206,8 @@ class Collector:
 
     async def start(self, host: str = DEFAULT_HOST, port: int = 0) -> str:
         """Listen on host:port (0 picks a free port); returns the endpoint URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         try:
@@ -255,7 +258,9 @@ class Collector:
 
     def _fault(self, query: str, now: float) -> str | None:
         window = self.faults.bad_request_window
-        if window is not None and window[0] <= now - self.started < window[1]:
+        if self.first_request is None:
+            self.first_request = now
+        if window is not None and window[0] <= now - self.first_request < window[1]:
             return "400"
         if self._pattern is not None and self._pattern.search(query):
             return "400"

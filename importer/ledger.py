@@ -1,24 +1,72 @@
-"""The ledger: which rows of a run are settled, leased, failed; which dedupe keys were sent.
+"""The ledger: which rows of a run are settled or leased, which failed, which keys were sent.
 
-:class:`MemoryLedger` keeps it for one process (``--no-ledger``); the SQLite ledger that
-survives crashes is :class:`importer.store.SqliteLedger`. Both answer the same calls:
+A run is one source (by content) with one schema to one endpoint. Its rows move through
+named transitions, each one SQLite transaction (WAL):
 
-* before mapping: :meth:`settled_range` / :meth:`settled_mask` (skip what an earlier run did);
-* before sending: :meth:`admit` (settle rejected rows, skip duplicate keys, lease the rest);
-* while sending: :meth:`done`, :meth:`failed`, :meth:`unsent` (from the sender);
-* every ~200 ms and at the end: :meth:`flush`.
+* **reject** (per batch): rejected rows become settled;
+* **lease** (per chunk of ~1,000 rows, as it is queued): duplicate rows become settled, the
+  rest are leased — written before any of them is dispatched;
+* **flush** (every ~200 ms or few hundred rows): acknowledged and failed rows become settled,
+  their leases go; failures are recorded;
+* **release** (at a graceful stop): leases of rows that certainly never arrived go, so
+  only rows that may have arrived stay leased.
+
+After a crash, leased-but-unsettled rows are *unknown*: ``unknown="resend"`` sends them
+again (never loses), ``unknown="skip"`` settles them (never duplicates). Settled rows are
+a watermark plus ranges (:mod:`importer.intervals`), not one row per event; resuming is a
+query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledger``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import sqlite3
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from importer.errors import LedgerError, RunMismatchError
+from importer.intervals import IntervalSet, runs_of
 from importer.mapping import Mapped
 from importer.sender import Failure, Work
+
+DEFAULT_LEDGER = Path(".backfill/ledger.sqlite")
+DEFAULT_FLUSH_ROWS = 500
+DEFAULT_FLUSH_SECONDS = 0.2
+SANDBOX = "sandbox"
+Unknown = Literal["resend", "skip"]
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, source_key TEXT NOT NULL, source_name TEXT NOT NULL,
+    source_fingerprint TEXT NOT NULL, schema_fingerprint TEXT NOT NULL, endpoint TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, finished REAL,
+    watermark INTEGER NOT NULL DEFAULT 0, rows_seen INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
+    unknown_skipped INTEGER NOT NULL DEFAULT 0, unknown_resent INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS runs_by_source ON runs (source_key, endpoint);
+CREATE TABLE IF NOT EXISTS ranges (
+    run_id INTEGER NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
+    PRIMARY KEY (run_id, kind, start)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    run_id INTEGER NOT NULL, position INTEGER NOT NULL, file TEXT, row INTEGER, line INTEGER,
+    url TEXT NOT NULL, attempts INTEGER NOT NULL, status INTEGER, error TEXT, time REAL,
+    PRIMARY KEY (run_id, position)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dedupe_keys (
+    destination TEXT NOT NULL, key BLOB NOT NULL, run_id INTEGER NOT NULL,
+    position INTEGER NOT NULL, state INTEGER NOT NULL,
+    PRIMARY KEY (destination, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_by_row ON dedupe_keys (run_id, position);
+"""
+_LEASED, _SENT, _FAILED = 0, 1, 2
 
 
 @dataclass
@@ -29,9 +77,31 @@ class Admitted:
     duplicates: int
 
 
-def work_of(mapped: Mapped, keep: np.ndarray | None = None) -> Work | None:
-    """The valid rows of a mapped batch (those where ``keep`` is true) as sender Work."""
-    events = mapped.events
+@dataclass(frozen=True)
+class RunKey:
+    """What identifies a run: the source by content, the schema, the endpoint."""
+
+    source_key: str
+    source_name: str
+    source_fingerprint: str
+    schema_fingerprint: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What an earlier run of the same command left."""
+
+    run_id: int
+    resumed: bool
+    already_sent: int
+    already_settled: int
+    unknown: int
+    policy: Unknown
+
+
+def work_of(file: str, events: pa.Table, keep: np.ndarray | None = None) -> Work | None:
+    """Valid rows (those where ``keep`` is true) of one file as sender Work."""
     if keep is not None:
         events = events.filter(pa.array(keep))
     if events.num_rows == 0:
@@ -42,21 +112,18 @@ def work_of(mapped: Mapped, keep: np.ndarray | None = None) -> Work | None:
         names=events.column("n").to_pylist(),
         values=events.column("v").to_pylist(),
         times=events.column("time").to_pylist(),
-        file=mapped.batch.file,
+        file=file,
         rows=events.column("row").to_pylist(),
         lines=events.column("line").to_pylist(),
     )
 
 
-def first_occurrences(keys: list[str]) -> np.ndarray:
-    """True for each key not seen earlier in the list."""
-    seen: set[str] = set()
-    out = np.zeros(len(keys), dtype=bool)
-    for i, key in enumerate(keys):
-        if key not in seen:
-            seen.add(key)
-            out[i] = True
-    return out
+def rejected_positions(mapped: Mapped) -> list[int]:
+    """Every rejected position of a mapped batch (malformed records included)."""
+    if not mapped.rejects.num_rows:
+        return []
+    result: list[int] = pc.unique(mapped.rejects.column("position")).to_pylist()
+    return result
 
 
 class MemoryLedger:
@@ -73,14 +140,19 @@ class MemoryLedger:
         """Nothing is settled before a run with no ledger."""
         return np.zeros(len(positions), dtype=bool)
 
-    def admit(self, mapped: Mapped) -> Admitted:
+    def reject(self, mapped: Mapped) -> None:
+        """Nothing to record."""
+
+    def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted:
         """Skip rows whose dedupe key came earlier in this run."""
-        if mapped.keys is None:
-            return Admitted(work_of(mapped), 0)
-        keep = np.array([key not in self._keys for key in mapped.keys], dtype=bool)
-        keep &= first_occurrences(mapped.keys)
-        self._keys.update(mapped.keys)
-        return Admitted(work_of(mapped, keep), int((~keep).sum()))
+        if keys is None:
+            return Admitted(work_of(file, events), 0)
+        keep = np.zeros(len(keys), dtype=bool)
+        for i, key in enumerate(keys):
+            if key not in self._keys:
+                self._keys.add(key)
+                keep[i] = True
+        return Admitted(work_of(file, events, keep), int((~keep).sum()))
 
     def done(self, position: int) -> None:
         """Nothing to record."""
@@ -94,10 +166,358 @@ class MemoryLedger:
     def flush(self) -> None:
         """Nothing to write."""
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = False) -> None:
         """Nothing to close."""
 
 
-def distinct_positions(table: pa.Table) -> int:
-    """How many distinct rows a rejects table names."""
-    return int(pc.count_distinct(table.column("position")).as_py()) if table.num_rows else 0
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) a ledger file in WAL mode."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA_SQL)
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"{path}: cannot use as a ledger: {exc}; pass another --ledger") from exc
+    return db
+
+
+class FileLock:
+    """One process at a time per ledger file; the OS drops the lock if the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LedgerError(f"{path}: cannot create the ledger here ({exc.strerror}); "
+                              "pass another --ledger") from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise LedgerError(
+                f"{path} is in use by another event-backfill process (pid {holder}); wait for "
+                "it to finish, or pass a different --ledger"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+class SqliteLedger:
+    """The crash-safe ledger of one run (see the module docstring).
+
+    Args:
+        path: the SQLite file.
+        key: identifies the run.
+        new_run: start a fresh run even if one for this source exists.
+        unknown: what to do with rows an earlier run leased but never settled.
+        flush_rows: commit once this many rows are waiting (or every flush_seconds).
+        dedupe: whether the schema has a dedupe key.
+    """
+
+    def __init__(self, path: str | Path, key: RunKey, *, new_run: bool = False,
+                 unknown: Unknown = "resend", flush_rows: int = DEFAULT_FLUSH_ROWS,
+                 dedupe: bool = False) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.flush_rows = flush_rows
+        self.dedupe = dedupe
+        self._lock = threading.Lock()
+        self._done: list[int] = []
+        self._failed: list[Failure] = []
+        self._released: list[int] = []
+        self._ambiguous: list[int] = []
+        self._file_lock = FileLock(self.path)
+        try:
+            self.db = connect(self.path)
+            self.run_id, resumed = self._find_run(new_run)
+            self.settled, self.leased = self._load_ranges()
+            self.resume = self._apply_unknown(resumed, unknown)
+        except BaseException:
+            self._file_lock.release()
+            raise
+        self._snapshot = self.settled.copy()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _find_run(self, new_run: bool) -> tuple[int, bool]:
+        key = self.key
+        row = self.db.execute(
+            "SELECT id, source_fingerprint, schema_fingerprint, source_name, sent, updated "
+            "FROM runs WHERE source_key = ? AND endpoint = ? ORDER BY id DESC LIMIT 1",
+            (key.source_key, key.endpoint),
+        ).fetchone()
+        if row is not None and not new_run:
+            run_id, source_fp, schema_fp, name, sent, updated = row
+            if source_fp == key.source_fingerprint and schema_fp == key.schema_fingerprint:
+                return int(run_id), True
+            what = "the file's contents" if source_fp != key.source_fingerprint else "the schema"
+            raise RunMismatchError(
+                f"{self.path} holds run {run_id} for {name} to {key.endpoint} ({sent:,} rows sent, "
+                f"last active {_when(updated)}), but {what} changed since. To resume that run, "
+                "restore the original; to import this as a new run, pass --new-run (rows whose "
+                "dedupe key an earlier run sent are still skipped)."
+            )
+        now = time.time()
+        cursor = self.db.execute(
+            "INSERT INTO runs (source_key, source_name, source_fingerprint, schema_fingerprint, "
+            "endpoint, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key.source_key, key.source_name, key.source_fingerprint, key.schema_fingerprint,
+             key.endpoint, now, now),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid, False
+
+    def _load_ranges(self) -> tuple[IntervalSet, IntervalSet]:
+        (watermark,) = self.db.execute("SELECT watermark FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+        settled = IntervalSet([(0, watermark)])
+        leased = IntervalSet()
+        for kind, start, stop in self.db.execute(
+            "SELECT kind, start, stop FROM ranges WHERE run_id = ?", (self.run_id,)
+        ):
+            (settled if kind == "settled" else leased).add_ranges([(start, stop)])
+        return settled, leased.difference(settled)
+
+    def _apply_unknown(self, resumed: bool, policy: Unknown) -> Resume:
+        sent, = self.db.execute("SELECT sent FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+        unknown = self.leased.copy()
+        count = len(unknown)
+        if count:
+            with self._transaction():
+                if policy == "skip":
+                    self.settled.add_ranges(unknown.ranges)
+                    self.db.execute("UPDATE runs SET unknown_skipped = unknown_skipped + ? "
+                                    "WHERE id = ?", (count, self.run_id))
+                    self._set_key_state(_positions(unknown), _SENT)
+                else:
+                    self.db.execute("UPDATE runs SET unknown_resent = unknown_resent + ? "
+                                    "WHERE id = ?", (count, self.run_id))
+                self.leased = IntervalSet()
+                self._write_ranges()
+        return Resume(self.run_id, resumed, int(sent), len(self.settled), count, policy)
+
+    # -- before mapping --------------------------------------------------------------------
+
+    def settled_range(self, start: int, stop: int) -> bool:
+        """Whether an earlier run settled every row of [start, stop)."""
+        return self._snapshot.covers(start, stop)
+
+    def settled_mask(self, positions: np.ndarray) -> np.ndarray:
+        """True for each row an earlier run settled."""
+        return self._snapshot.contains(positions)
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def reject(self, mapped: Mapped) -> None:
+        """Settle the rejected rows of a mapped batch (one transaction)."""
+        rejected = rejected_positions(mapped)
+        with self._transaction():
+            self.settled.add(rejected)
+            self.db.execute(
+                "UPDATE runs SET rejected = rejected + ?, rows_seen = max(rows_seen, ?), "
+                "updated = ? WHERE id = ?",
+                (len(rejected), _end(mapped), time.time(), self.run_id),
+            )
+            if rejected:
+                self._write_ranges()
+
+    def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted:
+        """Claim dedupe keys and lease rows just before they are queued (one transaction).
+
+        Duplicates become settled; the rest are leased, committed before any is dispatched.
+        Leasing a small chunk at a time keeps the rows that can turn "unknown" in a crash
+        to about what is queued and in flight.
+        """
+        positions = events.column("position").to_pylist()
+        with self._transaction():
+            keep = self._claim(keys, positions) if self.dedupe and keys is not None else None
+            if keep is None:
+                duplicates, leased = [], positions
+            else:
+                duplicates = [p for p, k in zip(positions, keep, strict=True) if not k]
+                leased = [p for p, k in zip(positions, keep, strict=True) if k]
+            self.settled.add(duplicates)
+            self.leased.add(leased)
+            if duplicates:
+                self.db.execute("UPDATE runs SET duplicates = duplicates + ? WHERE id = ?",
+                                (len(duplicates), self.run_id))
+            self._write_ranges()
+        return Admitted(work_of(file, events, keep), len(duplicates))
+
+    def done(self, position: int) -> None:
+        """A row was acknowledged (committed at the next flush)."""
+        with self._lock:
+            self._done.append(position)
+
+    def failed(self, failure: Failure) -> None:
+        """A row failed permanently (committed at the next flush)."""
+        with self._lock:
+            self._failed.append(failure)
+
+    def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
+        """At a stop: release the leases of rows that certainly never arrived."""
+        maybe = set(ambiguous)
+        with self._lock:
+            self._released += [p for p in positions if p not in maybe]
+            self._ambiguous += ambiguous
+
+    def due(self) -> bool:
+        """Whether enough rows wait for a commit to do one now."""
+        with self._lock:
+            return len(self._done) + len(self._failed) >= self.flush_rows
+
+    def flush(self) -> None:
+        """Commit acknowledged, failed and released rows in one transaction."""
+        with self._lock:
+            done, self._done = self._done, []
+            failed, self._failed = self._failed, []
+            released, self._released = self._released, []
+        if not (done or failed or released):
+            return
+        settled_now = done + [f.position for f in failed]
+        with self._transaction():
+            self.settled.add(settled_now)
+            self.leased.remove(settled_now + released)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.run_id, f.position, f.file, f.row, f.line, f.url, f.attempts, f.status,
+                  f.error, time.time()) for f in failed],
+            )
+            self.db.execute(
+                "UPDATE runs SET sent = sent + ?, failed = failed + ?, updated = ? WHERE id = ?",
+                (len(done), len(failed), time.time(), self.run_id),
+            )
+            self._set_key_state(done, _SENT)
+            self._set_key_state([f.position for f in failed], _FAILED)
+            self._drop_keys(released)
+            self._write_ranges()
+
+    def close(self, *, finished: bool = False) -> None:
+        """Commit what is left, mark the run finished if it is, let go of the file."""
+        try:
+            self.flush()
+            if finished:
+                with self._transaction():
+                    self.db.execute("UPDATE runs SET finished = ? WHERE id = ?",
+                                    (time.time(), self.run_id))
+            self.db.close()
+        finally:
+            self._file_lock.release()
+
+    @property
+    def unknown_now(self) -> int:
+        """Rows still leased (after a stop: the ones that may have arrived)."""
+        return len(self.leased)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _transaction(self) -> Transaction:
+        return Transaction(self.db, self.path)
+
+    def _write_ranges(self) -> None:
+        watermark = self.settled.watermark()
+        rows = [(self.run_id, "settled", a, b) for a, b in self.settled.ranges if a >= watermark]
+        rows += [(self.run_id, "leased", a, b) for a, b in self.leased.ranges]
+        self.db.execute("DELETE FROM ranges WHERE run_id = ?", (self.run_id,))
+        self.db.executemany("INSERT INTO ranges VALUES (?, ?, ?, ?)", rows)
+        self.db.execute("UPDATE runs SET watermark = ? WHERE id = ?", (watermark, self.run_id))
+
+    def _claim(self, keys: list[str], positions: list[int]) -> np.ndarray:
+        """Claim each row's dedupe key; False where another row already owns it.
+
+        A key owned by another row of this run, or by a row of another run that was sent,
+        failed (``retry`` will send it) or may have arrived, is a duplicate. Keys of rows a
+        graceful stop released are not owned by anyone.
+        """
+        destination = self.key.endpoint
+        hashes = [_key_hash(destination, key) for key in keys]
+        owners: dict[bytes, tuple[int, int]] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, run_id, position in self.db.execute(
+                f"SELECT key, run_id, position FROM dedupe_keys WHERE destination = ? AND key IN ({marks})",
+                [destination, *chunk],
+            ):
+                owners[key] = (run_id, position)
+        keep = np.zeros(len(keys), dtype=bool)
+        claims = []
+        for i, (key, position) in enumerate(zip(hashes, positions, strict=True)):
+            owner = owners.get(key)
+            if owner is None:
+                owners[key] = (self.run_id, position)
+                claims.append((destination, key, self.run_id, position, _LEASED))
+                keep[i] = True
+            elif owner == (self.run_id, position):
+                keep[i] = True
+        self.db.executemany("INSERT INTO dedupe_keys VALUES (?, ?, ?, ?, ?)", claims)
+        return keep
+
+    def _set_key_state(self, positions: list[int], state: int) -> None:
+        if self.dedupe and positions:
+            self.db.executemany(
+                "UPDATE dedupe_keys SET state = ? WHERE run_id = ? AND position = ?",
+                [(state, self.run_id, p) for p in positions],
+            )
+
+    def _drop_keys(self, positions: list[int]) -> None:
+        if self.dedupe and positions:
+            self.db.executemany("DELETE FROM dedupe_keys WHERE run_id = ? AND position = ?",
+                                [(self.run_id, p) for p in positions])
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, with SQLite errors as LedgerError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    def __enter__(self) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from exc
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                self.db.execute("ROLLBACK")
+                raise LedgerError(f"{self.path}: cannot write the ledger: {error}") from error
+        self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from exc
+
+
+def _key_hash(destination: str, key: str) -> bytes:
+    return hashlib.blake2b(f"{destination}\x1f{key}".encode(), digest_size=16).digest()
+
+
+def _positions(intervals: IntervalSet) -> list[int]:
+    return [p for a, b in intervals.ranges for p in range(a, b)]
+
+
+def _end(mapped: Mapped) -> int:
+    positions = mapped.batch.positions
+    last = [int(positions.max()) + 1] if len(positions) else []
+    last += [m.position + 1 for m in mapped.batch.malformed]
+    return max(last, default=0)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+__all__ = ["DEFAULT_LEDGER", "SANDBOX", "Admitted", "MemoryLedger", "Resume", "RunKey",
+           "SqliteLedger", "connect", "runs_of", "work_of"]

@@ -22,6 +22,9 @@ class Progress(Protocol):
     def close(self) -> None:
         """The run is over."""
 
+    def note(self, message: str) -> None:
+        """Something the user should know now, not only in the final report."""
+
 
 class NullProgress:
     """Progress that shows nothing."""
@@ -33,6 +36,9 @@ class NullProgress:
         return None
 
     def close(self) -> None:
+        return None
+
+    def note(self, message: str) -> None:
         return None
 
 
@@ -70,3 +76,10 @@ class TqdmProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def note(self, message: str) -> None:
+        if self.auto:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+        tqdm.write(message, file=self.file)

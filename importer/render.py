@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from importer.rules import RULES
 from importer.times import iso_utc
@@ -20,7 +20,7 @@ def render_text(report: Report) -> str:
     out: list[str] = []
     sending = report.command not in ("check", "preview")
     out.append(f"{report.command}: {report.source}" + (f"  (schema {report.schema})" if report.schema else ""))
-    out += [f"  {line}" for line in report.extra.get("resume_lines", [])]
+    out += resume_lines(report.extra.get("resume"))
     out.append(f"rows read   {report.rows_read:>12,}")
     if sending:
         for label, value in (("sent", report.sent), ("rejected", report.rejected),
@@ -52,6 +52,22 @@ def render_text(report: Report) -> str:
         out.append(f"rejects written to {report.rejects_path}")
     out += report.notes
     return "\n".join(out) + "\n"
+
+
+def resume_lines(resume: dict[str, Any] | None) -> list[str]:
+    """What an earlier run of the same command had done, and what that means now."""
+    if not resume or not resume["resumed"]:
+        return []
+    out = [f"resumed: {resume['already_sent']:,} already sent, {resume['unknown']:,} unknown "
+           f"(run {resume['run_id']})"]
+    if resume["unknown"]:
+        if resume["policy"] == "resend":
+            out.append(f"  the {resume['unknown']:,} unknown rows are sent again: at most "
+                       f"{resume['unknown']:,} events may arrive twice (--unknown skip avoids that)")
+        else:
+            out.append(f"  the {resume['unknown']:,} unknown rows are skipped: at most "
+                       f"{resume['unknown']:,} events may be missing (--unknown resend avoids that)")
+    return out
 
 
 def _rules(report: Report) -> list[str]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
+import pyarrow as pa
 
-from importer.collector import Collector
 from importer.errors import ImporterError
-from importer.ledger import Admitted
+from importer.ledger import DEFAULT_FLUSH_SECONDS, Admitted, work_of
 from importer.mapping import Mapped, Mapper
 from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
@@ -27,8 +27,8 @@ from importer.report import RejectsWriter, Report
 from importer.sender import Failure, Outcome, Sender, SendOptions
 from importer.source import DEFAULT_BATCH_SIZE, Source
 
-SANDBOX_ENDPOINT = "sandbox"
-_TICK = 0.2
+DEFAULT_LEASE_ROWS = 1024
+_TICK = 0.02
 
 
 class RunLedger(Protocol):
@@ -36,12 +36,12 @@ class RunLedger(Protocol):
 
     def settled_range(self, start: int, stop: int) -> bool: ...
     def settled_mask(self, positions: Any) -> Any: ...
-    def admit(self, mapped: Mapped) -> Admitted: ...
+    def reject(self, mapped: Mapped) -> None: ...
+    def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted: ...
     def done(self, position: int) -> None: ...
     def failed(self, failure: Failure) -> None: ...
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None: ...
     def flush(self) -> None: ...
-    def close(self) -> None: ...
 
 
 class Control:
@@ -81,30 +81,48 @@ class RunSettings:
     progress: Progress = field(default_factory=NullProgress)
     control: Control = field(default_factory=Control)
     rejects: RejectsWriter | None = None
+    lease_rows: int = DEFAULT_LEASE_ROWS
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
+
+
+Feed = Callable[[Sender, ThreadPoolExecutor], Awaitable[None]]
 
 
 async def deliver(
-    source: Source,
-    mapper: Mapper,
+    feed: Feed,
     ledger: RunLedger,
     report: Report,
     settings: RunSettings,
+    *,
+    total: int | None = None,
 ) -> Outcome:
-    """Send every unsettled row of a source; fill ``report``; return the sender's outcome."""
+    """Run a sender fed by ``feed``; commit the ledger as rows settle; fill ``report``.
+
+    Args:
+        feed: puts Work on the sender's queue (given the sender and the ledger's thread),
+            then calls ``feed_done``. An ImporterError it raises stops the run gracefully
+            and is raised again once everything is committed.
+        ledger: told of every row's fate; flushed every ``settings.flush_seconds``.
+        report: filled with the counts.
+        settings: how to send.
+        total: rows expected, for the progress bar.
+    """
     loop = asyncio.get_running_loop()
-    collector: Collector | None = None
-    if settings.sandbox:
-        collector = Collector()
-        mapper.endpoint = await collector.start()
-        report.notes.append(f"sandbox: sent to a local collector at {mapper.endpoint}")
     sender = Sender(settings.options, tracker=ledger, on_done=report.stats.add_one)
     settings.control.attach(loop, sender)
     ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")
     errors: list[BaseException] = []
-    producer = asyncio.create_task(
-        _produce(source, mapper, ledger, sender, report, settings, ledger_thread, errors))
-    ticker = asyncio.create_task(_tick(sender, ledger, report, settings.progress, ledger_thread))
-    settings.progress.start(source.total_rows(), "rows")
+
+    async def guarded() -> None:
+        try:
+            await feed(sender, ledger_thread)
+        except ImporterError as exc:
+            errors.append(exc)
+            sender.stop("error")
+
+    producer = asyncio.create_task(guarded())
+    ticker = asyncio.create_task(_tick(sender, ledger, report, settings, ledger_thread))
+    settings.progress.start(total, "rows")
     try:
         await sender.run()
         await producer
@@ -117,17 +135,39 @@ async def deliver(
         await loop.run_in_executor(ledger_thread, ledger.flush)
         ledger_thread.shutdown(wait=True)
         settings.progress.close()
-        if settings.rejects is not None:
-            settings.rejects.close()
-            report.rejects_path = str(settings.rejects.path)
-        if collector is not None:
-            report.extra["collector"] = collector.stats.to_dict()
-            await collector.stop()
     _fill(report, outcome)
+    report.notes += stop_notes(outcome, settings.options, sender.last_error)
     if errors:
         raise errors[0]
-    report.notes += stop_notes(outcome, settings.options, sender.last_error)
     return outcome
+
+
+def source_feed(source: Source, mapper: Mapper, ledger: RunLedger, report: Report,
+                settings: RunSettings) -> Feed:
+    """The feed of a send run: read and map in a thread, settle rejects, lease and queue."""
+
+    async def feed(sender: Sender, ledger_thread: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        reader = ThreadPoolExecutor(1, thread_name_prefix="reader")
+        batches: Iterator[Mapped] = mapped_batches(
+            source, mapper, batch_size=settings.batch_size, ledger=ledger)
+        try:
+            while sender.accepting:
+                mapped = await loop.run_in_executor(reader, next, batches, None)
+                if mapped is None:
+                    break
+                await loop.run_in_executor(ledger_thread, ledger.reject, mapped)
+                report.add_mapped(mapped)
+                if settings.rejects is not None:
+                    settings.rejects.write(mapped.rejects)
+                report.skipped_done += mapped.batch.skipped
+                await _queue(mapped, ledger, sender, report, settings.lease_rows, ledger_thread)
+            await sender.feed_done()
+        finally:
+            reader.submit(batches.close)
+            reader.shutdown(wait=False)
+
+    return feed
 
 
 def stop_notes(outcome: Outcome, options: SendOptions, last_error: str) -> list[str]:
@@ -143,7 +183,7 @@ def stop_notes(outcome: Outcome, options: SendOptions, last_error: str) -> list[
         notes.append(f"stopped on request with {outcome.pending:,} rows pending: run the same "
                      "command again to resume.")
     elif outcome.stopped == "error":
-        notes.append("stopped by an error reading the input (below).")
+        notes.append(f"stopped by an error with {outcome.pending:,} rows pending (see below).")
     if outcome.unknown:
         notes.append(f"{outcome.unknown:,} of the pending rows may have arrived (their request "
                      "was cut off or timed out): resuming resends them unless --unknown skip.")
@@ -153,49 +193,42 @@ def stop_notes(outcome: Outcome, options: SendOptions, last_error: str) -> list[
     return notes
 
 
-async def _produce(
-    source: Source, mapper: Mapper, ledger: RunLedger, sender: Sender, report: Report,
-    settings: RunSettings, ledger_thread: ThreadPoolExecutor, errors: list[BaseException],
-) -> None:
-    """Read and map in a thread, admit through the ledger, queue Work for the sender."""
+async def _queue(mapped: Mapped, ledger: RunLedger, sender: Sender, report: Report,
+                 lease_rows: int, ledger_thread: ThreadPoolExecutor) -> None:
+    """Lease the valid rows a chunk at a time, each just before it is queued."""
     loop = asyncio.get_running_loop()
-    reader = ThreadPoolExecutor(1, thread_name_prefix="reader")
-    batches: Iterator[Mapped] = mapped_batches(
-        source, mapper, batch_size=settings.batch_size, ledger=ledger)
-    try:
-        while sender.accepting:
-            mapped = await loop.run_in_executor(reader, next, batches, None)
-            if mapped is None:
-                break
-            admitted = await loop.run_in_executor(ledger_thread, ledger.admit, mapped)
-            report.add_mapped(mapped)
-            if settings.rejects is not None:
-                settings.rejects.write(mapped.rejects)
-            report.skipped_done += mapped.batch.skipped
-            report.skipped_duplicate += admitted.duplicates
-            if admitted.work is not None:
-                await sender.put(admitted.work)
-        await sender.feed_done()
-    except ImporterError as exc:
-        errors.append(exc)
-        sender.stop("error")
-    finally:
-        reader.submit(batches.close)
-        reader.shutdown(wait=False)
+    events, keys, file = mapped.events, mapped.keys, mapped.batch.file
+    for start in range(0, events.num_rows, lease_rows):
+        chunk = events.slice(start, lease_rows)
+        chunk_keys = keys[start:start + lease_rows] if keys is not None else None
+        if not sender.accepting:
+            sender.orphan(work_of(file, chunk))  # read but never leased: pending
+            continue
+        admitted = await loop.run_in_executor(ledger_thread, ledger.lease, file, chunk, chunk_keys)
+        report.skipped_duplicate += admitted.duplicates
+        if admitted.work is not None:
+            await sender.put(admitted.work)
 
 
-async def _tick(sender: Sender, ledger: RunLedger, report: Report, progress: Progress,
+async def _tick(sender: Sender, ledger: RunLedger, report: Report, settings: RunSettings,
                 ledger_thread: ThreadPoolExecutor) -> None:
-    """Every ~200 ms: commit the ledger and move the progress bar."""
+    """Commit the ledger every flush_seconds (sooner when enough rows wait); move the bar."""
     loop = asyncio.get_running_loop()
     shown = 0
+    last_flush = last_show = loop.time()
+    due = getattr(ledger, "due", lambda: False)
     while True:
         await asyncio.sleep(_TICK)
-        await loop.run_in_executor(ledger_thread, ledger.flush)
-        settled = (sender.outcome.sent + sender.outcome.failed + report.rejected + report.skipped)
-        progress.advance(settled - shown, sent=sender.outcome.sent, rejected=report.rejected,
-                         failed=sender.outcome.failed, retrying=sender.retrying)
-        shown = settled
+        now = loop.time()
+        if now - last_flush >= settings.flush_seconds or due():
+            await loop.run_in_executor(ledger_thread, ledger.flush)
+            last_flush = now
+        if now - last_show >= 0.2:
+            settled = sender.outcome.sent + sender.outcome.failed + report.rejected + report.skipped
+            settings.progress.advance(settled - shown, sent=sender.outcome.sent,
+                                      rejected=report.rejected, failed=sender.outcome.failed,
+                                      retrying=sender.retrying)
+            shown, last_show = settled, now
 
 
 def _fill(report: Report, outcome: Outcome) -> None:

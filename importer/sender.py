@@ -255,19 +255,28 @@ class Sender:
 
         Rows offered after a stop are kept aside and settled as pending.
         """
+        if not await self._offer(work):
+            self._orphans.append(work)
+
+    async def _offer(self, item: Work | None) -> bool:
+        """Put on the queue unless the run stops first (no worker would take it then)."""
         while self._stop is None:
             try:
-                await asyncio.wait_for(self.queue.put(work), timeout=0.2)
+                await asyncio.wait_for(self.queue.put(item), timeout=0.2)
             except TimeoutError:
                 continue
             self._notify()
-            return
-        self._orphans.append(work)
+            return True
+        return False
+
+    def orphan(self, work: Work | None) -> None:
+        """Rows read after a stop, never queued: settled as pending."""
+        if work is not None:
+            self._orphans.append(work)
 
     async def feed_done(self) -> None:
         """No more Work will come."""
-        await self.queue.put(None)
-        self._notify()
+        await self._offer(None)
 
     # -- running --------------------------------------------------------------------------
 

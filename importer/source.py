@@ -84,6 +84,7 @@ class Input:
     """One input: a file or an in-memory table."""
 
     name: str
+    key: str
 
     def fingerprint(self) -> str:
         raise NotImplementedError
@@ -111,6 +112,11 @@ class Source:
     def name(self) -> str:
         """How reports name this source."""
         return ", ".join(i.name for i in self.inputs)
+
+    @property
+    def key(self) -> str:
+        """What the ledger knows this source by: absolute paths (content is checked apart)."""
+        return "\n".join(i.key for i in self.inputs)
 
     def fingerprint(self) -> str:
         """A hash of the content of every input, in order (not names or mtimes)."""
@@ -206,6 +212,7 @@ class CsvInput(Input):
     def __init__(self, path: Path, options: CsvOptions) -> None:
         self.path = path
         self.name = str(path)
+        self.key = str(path.resolve())
         self.options = options
         self._header: tuple[list[str], str] | None = None
 
@@ -407,6 +414,7 @@ class ParquetInput(Input):
     def __init__(self, path: Path, files: list[Path]) -> None:
         self.path = path
         self.name = str(path)
+        self.key = str(path.resolve())
         self.files = files
         try:
             self._meta = [pq.ParquetFile(f) for f in files]
@@ -467,7 +475,7 @@ class FrameInput(Input):
     """A pandas DataFrame, a pyarrow Table, or anything with ``__arrow_c_stream__``."""
 
     def __init__(self, frame: Any) -> None:
-        self.name = "<dataframe>"
+        self.name = self.key = "<dataframe>"
         self.table = _to_table(frame)
 
     def fingerprint(self) -> str:

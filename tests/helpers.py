@@ -1,0 +1,137 @@
+"""Helpers for end-to-end tests: generated sales files, a collector process, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .conftest import NOW
+
+SALES_HEADER = "order_id,user,event,exp,var,goals,amount,ts"
+SALES_SCHEMA: dict[str, Any] = {
+    "project_id": {"value": "1234567"},
+    "account_id": {"value": "8511325"},
+    "user_id": {"column": "user"},
+    "event_name": {"column": "event"},
+    "experiments": [{"experiment_column": "exp", "variation_column": "var"}],
+    "goal_ids": {"column": "goals"},
+    "value": {"column": "amount", "scale": 100},
+    "time": {"column": "ts"},
+    "dedupe_key": ["order_id"],
+}
+
+
+def sales_rows(start: int, count: int) -> list[str]:
+    """CSV lines of distinct orders (each makes a distinct query)."""
+    return [
+        f"ORD-{i:07d},user-{i},{'purchase' if i % 3 else 'refund_request'},87654321,"
+        f"{1111111 + i % 2},1234567,{(i % 997) + 1}.{i % 100:02d},{NOW - 86_400 - i}"
+        for i in range(start, start + count)
+    ]
+
+
+def write_sales(path: Path, start: int, count: int) -> Path:
+    """A sales CSV of ``count`` orders numbered from ``start``."""
+    path.write_text("\n".join([SALES_HEADER, *sales_rows(start, count)]) + "\n")
+    return path
+
+
+def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
+    """Write a schema dict as TOML (tables of scalars, arrays of tables, top-level lists)."""
+    lines: list[str] = []
+    for key, value in schema.items():
+        if isinstance(value, str | int):
+            lines.append(f"{key} = {json.dumps(value)}")
+        elif isinstance(value, list) and value and not isinstance(value[0], dict):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m importer ARGS`` to the end."""
+    return subprocess.run([sys.executable, "-m", "importer", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env=_env())
+
+
+def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start ``python -m importer ARGS`` without waiting."""
+    return subprocess.Popen([sys.executable, "-m", "importer", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=_env())
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+class CollectorProcess:
+    """``event-backfill collector`` in its own process on a free loopback port."""
+
+    def __init__(self, record: Path, *options: str) -> None:
+        self.record = record
+        self.process = start_cli("collector", "--port", "0", "--record", str(record), *options)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        found = re.search(r"(http://127\.0\.0\.1:\d+/event)", line)
+        if not found:
+            self.process.kill()
+            raise RuntimeError(f"collector did not start: {line!r} {self.process.stderr.read()!r}")  # type: ignore[union-attr]
+        self.url = found.group(1)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every request recorded so far."""
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+    def accepted(self) -> Counter[str]:
+        """How many times each query was answered 200."""
+        return Counter(r["query"] for r in self.records() if r["status"] == 200)
+
+    def stop(self) -> None:
+        """Stop the process."""
+        self.process.terminate()
+        try:
+            self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+
+    def __enter__(self) -> CollectorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    """Poll until predicate() is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.05)
+
+
+def order_of(query: str) -> str:
+    """The order a sales query belongs to (user-N <-> ORD-N)."""
+    found = re.search(r"u=user-(\d+)", query)
+    assert found, query
+    return found.group(1)
