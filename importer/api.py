@@ -10,12 +10,14 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 
 from importer import history
+
+if TYPE_CHECKING:
+    import pandas as pd
 from importer.errors import UsageError
 from importer.ledger import DEFAULT_LEDGER, SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
 from importer.mapping import Mapped, Mapper

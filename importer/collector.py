@@ -353,8 +353,16 @@ class RunningCollector:
         """Stop serving and close the record file."""
         if self._loop.is_closed():
             return
-        asyncio.run_coroutine_threadsafe(self.collector.stop(), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
         self._close_loop()
+
+    async def _shutdown(self) -> None:
+        await self.collector.stop()
+        # Handlers still hanging (injected hangs) are cancelled, not left for the GC.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _close_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

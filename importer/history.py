@@ -12,10 +12,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
+from yarl import URL
 
 from importer.errors import LedgerError, UsageError
 from importer.intervals import IntervalSet
@@ -23,6 +23,9 @@ from importer.ledger import FileLock, Transaction, connect
 from importer.report import Report, spreadsheet_safe
 from importer.run import Feed, RunSettings, deliver
 from importer.sender import Failure, Sender, Work
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FAILURE_COLUMNS = ["run", "file", "row", "line", "url", "attempts", "status", "error", "time"]
 
@@ -59,6 +62,8 @@ def status(path: str | Path) -> pd.DataFrame:
             })
     finally:
         db.close()
+    import pandas as pd
+
     frame = pd.DataFrame(out, columns=[
         "run", "source", "endpoint", "state", "rows_seen", "settled", "sent", "rejected", "failed",
         "duplicates", "unknown", "unknown_skipped", "created", "last_activity"])
@@ -95,6 +100,8 @@ def failures(path: str | Path, *, run: int | None = None) -> pd.DataFrame:
             f"{where} ORDER BY run_id, position", args).fetchall()
     finally:
         db.close()
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     frame["time"] = frame["time"].map(_iso)
     return frame
@@ -145,9 +152,9 @@ class RetryLedger:
     def lease(self, file: str, events: Any, keys: Any) -> Any:
         raise NotImplementedError
 
-    def done(self, position: int) -> None:
+    def done_many(self, positions: list[int]) -> None:
         with self._lock:
-            self._done.append(position)
+            self._done += positions
 
     def failed(self, failure: Failure) -> None:
         with self._lock:
@@ -171,8 +178,6 @@ class RetryLedger:
                 [(f.attempts, f.status, f.error, time.time(), self.run, f.position) for f in failed])
             self.db.execute("UPDATE runs SET sent = sent + ?, failed = failed - ?, updated = ? "
                             "WHERE id = ?", (len(done), len(done), time.time(), self.run))
-            self.db.executemany("UPDATE dedupe_keys SET state = 1 WHERE run_id = ? AND position = ?",
-                                [(self.run, p) for p in done])
 
     def close(self) -> None:
         self.flush()
@@ -188,7 +193,7 @@ def _failure_work(db: Any, run: int) -> list[Work]:
         work = by_file.setdefault(file, Work([], [], [], [], [], file, [], []))
         event, value, when = _event_of(url)
         work.positions.append(position)
-        work.urls.append(url)
+        work.urls.append(URL(url, encoded=True))
         work.names.append(event)
         work.values.append(value)
         work.times.append(when)

@@ -20,7 +20,7 @@ query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledge
 from __future__ import annotations
 
 import fcntl
-import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -32,14 +32,15 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from yarl import URL
 
 from importer.errors import LedgerError, RunMismatchError
-from importer.intervals import IntervalSet, runs_of
+from importer.intervals import IntervalSet
 from importer.mapping import Mapped
 from importer.sender import Failure, Work
 
 DEFAULT_LEDGER = Path(".backfill/ledger.sqlite")
-DEFAULT_FLUSH_ROWS = 500
+DEFAULT_FLUSH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 0.2
 SANDBOX = "sandbox"
 Unknown = Literal["resend", "skip"]
@@ -61,12 +62,9 @@ CREATE TABLE IF NOT EXISTS failures (
     url TEXT NOT NULL, attempts INTEGER NOT NULL, status INTEGER, error TEXT, time REAL,
     PRIMARY KEY (run_id, position)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedupe_keys (
-    destination TEXT NOT NULL, key BLOB NOT NULL, run_id INTEGER NOT NULL,
-    position INTEGER NOT NULL, state INTEGER NOT NULL,
-    PRIMARY KEY (destination, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_by_row ON dedupe_keys (run_id, position);
+    destination TEXT NOT NULL, key TEXT NOT NULL, run_id INTEGER NOT NULL,
+    position INTEGER NOT NULL, PRIMARY KEY (destination, key)) WITHOUT ROWID;
 """
-_LEASED, _SENT, _FAILED = 0, 1, 2
 
 
 @dataclass
@@ -100,15 +98,19 @@ class Resume:
     policy: Unknown
 
 
-def work_of(file: str, events: pa.Table, keep: np.ndarray | None = None) -> Work | None:
+def work_of(file: str, events: pa.Table, keep: np.ndarray | None = None,
+            positions: list[int] | None = None) -> Work | None:
     """Valid rows (those where ``keep`` is true) of one file as sender Work."""
-    if keep is not None:
+    if keep is not None and not keep.all():
         events = events.filter(pa.array(keep))
+        positions = None
     if events.num_rows == 0:
         return None
     return Work(
-        positions=events.column("position").to_pylist(),
-        urls=events.column("url").to_pylist(),
+        positions=positions if positions is not None else events.column("position").to_pylist(),
+        # yarl.URL objects are built here, in the ledger's thread, not on the event loop:
+        # that parsing overlaps the loop's socket calls instead of adding to them.
+        urls=[URL(url, encoded=True) for url in events.column("url").to_pylist()],
         names=events.column("n").to_pylist(),
         values=events.column("v").to_pylist(),
         times=events.column("time").to_pylist(),
@@ -154,7 +156,7 @@ class MemoryLedger:
                 keep[i] = True
         return Admitted(work_of(file, events, keep), int((~keep).sum()))
 
-    def done(self, position: int) -> None:
+    def done_many(self, positions: list[int]) -> None:
         """Nothing to record."""
 
     def failed(self, failure: Failure) -> None:
@@ -235,6 +237,7 @@ class SqliteLedger:
         self._failed: list[Failure] = []
         self._released: list[int] = []
         self._ambiguous: list[int] = []
+        self._leased_keys: dict[int, str] = {}  # dedupe keys of rows leased by this process
         self._file_lock = FileLock(self.path)
         try:
             self.db = connect(self.path)
@@ -296,7 +299,6 @@ class SqliteLedger:
                     self.settled.add_ranges(unknown.ranges)
                     self.db.execute("UPDATE runs SET unknown_skipped = unknown_skipped + ? "
                                     "WHERE id = ?", (count, self.run_id))
-                    self._set_key_state(_positions(unknown), _SENT)
                 else:
                     self.db.execute("UPDATE runs SET unknown_resent = unknown_resent + ? "
                                     "WHERE id = ?", (count, self.run_id))
@@ -344,18 +346,21 @@ class SqliteLedger:
             else:
                 duplicates = [p for p, k in zip(positions, keep, strict=True) if not k]
                 leased = [p for p, k in zip(positions, keep, strict=True) if k]
-            self.settled.add(duplicates)
-            self.leased.add(leased)
+            if keep is not None and keys is not None:
+                self._leased_keys.update(
+                    (p, k) for p, k, kept in zip(positions, keys, keep, strict=True) if kept)
             if duplicates:
+                self.settled.add(duplicates)
                 self.db.execute("UPDATE runs SET duplicates = duplicates + ? WHERE id = ?",
                                 (len(duplicates), self.run_id))
-            self._write_ranges()
-        return Admitted(work_of(file, events, keep), len(duplicates))
+                self._write_ranges()
+            self._add_lease(leased)
+        return Admitted(work_of(file, events, keep, positions), len(duplicates))
 
-    def done(self, position: int) -> None:
-        """A row was acknowledged (committed at the next flush)."""
+    def done_many(self, positions: list[int]) -> None:
+        """Rows were acknowledged (committed at the next flush)."""
         with self._lock:
-            self._done.append(position)
+            self._done += positions
 
     def failed(self, failure: Failure) -> None:
         """A row failed permanently (committed at the next flush)."""
@@ -383,22 +388,20 @@ class SqliteLedger:
         if not (done or failed or released):
             return
         settled_now = done + [f.position for f in failed]
+        # Few statements: each is a hand-off of the GIL that interrupts the event loop.
         with self._transaction():
             self.settled.add(settled_now)
             self.leased.remove(settled_now + released)
-            self.db.executemany(
-                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(self.run_id, f.position, f.file, f.row, f.line, f.url, f.attempts, f.status,
-                  f.error, time.time()) for f in failed],
-            )
-            self.db.execute(
-                "UPDATE runs SET sent = sent + ?, failed = failed + ?, updated = ? WHERE id = ?",
-                (len(done), len(failed), time.time(), self.run_id),
-            )
-            self._set_key_state(done, _SENT)
-            self._set_key_state([f.position for f in failed], _FAILED)
+            if failed:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(self.run_id, f.position, f.file, f.row, f.line, f.url, f.attempts,
+                      f.status, f.error, time.time()) for f in failed],
+                )
             self._drop_keys(released)
-            self._write_ranges()
+            for position in settled_now:
+                self._leased_keys.pop(position, None)
+            self._write_ranges(sent=len(done), failed=len(failed))
 
     def close(self, *, finished: bool = False) -> None:
         """Commit what is left, mark the run finished if it is, let go of the file."""
@@ -422,56 +425,57 @@ class SqliteLedger:
     def _transaction(self) -> Transaction:
         return Transaction(self.db, self.path)
 
-    def _write_ranges(self) -> None:
+    def _write_ranges(self, *, sent: int = 0, failed: int = 0) -> None:
+        """Rewrite this run's ranges (a handful of rows) and its watermark and counts."""
         watermark = self.settled.watermark()
         rows = [(self.run_id, "settled", a, b) for a, b in self.settled.ranges if a >= watermark]
         rows += [(self.run_id, "leased", a, b) for a, b in self.leased.ranges]
         self.db.execute("DELETE FROM ranges WHERE run_id = ?", (self.run_id,))
         self.db.executemany("INSERT INTO ranges VALUES (?, ?, ?, ?)", rows)
-        self.db.execute("UPDATE runs SET watermark = ? WHERE id = ?", (watermark, self.run_id))
+        self.db.execute(
+            "UPDATE runs SET watermark = ?, sent = sent + ?, failed = failed + ?, updated = ? "
+            "WHERE id = ?", (watermark, sent, failed, time.time(), self.run_id))
+
+    def _add_lease(self, positions: list[int]) -> None:
+        """Record new leases by appending their ranges (the next flush rewrites them all)."""
+        fresh = IntervalSet()
+        fresh.add(positions)
+        self.leased.add_ranges(fresh.ranges)
+        self.db.executemany("INSERT OR REPLACE INTO ranges VALUES (?, 'leased', ?, ?)",
+                            [(self.run_id, a, b) for a, b in fresh.ranges])
 
     def _claim(self, keys: list[str], positions: list[int]) -> np.ndarray:
         """Claim each row's dedupe key; False where another row already owns it.
 
-        A key owned by another row of this run, or by a row of another run that was sent,
-        failed (``retry`` will send it) or may have arrived, is a duplicate. Keys of rows a
-        graceful stop released are not owned by anyone.
+        A key owned by another row of this run, or by a row of another run to the same
+        destination (sent, failed and awaiting ``retry``, or possibly arrived before a crash),
+        is a duplicate. Keys of rows a graceful stop released are owned by no one. Keys are
+        stored as written: ids that grow (order numbers) append to the index cheaply. The
+        keys travel as one JSON array, so SQLite does the per-row work, not Python.
         """
         destination = self.key.endpoint
-        hashes = [_key_hash(destination, key) for key in keys]
-        owners: dict[bytes, tuple[int, int]] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, run_id, position in self.db.execute(
-                f"SELECT key, run_id, position FROM dedupe_keys WHERE destination = ? AND key IN ({marks})",
-                [destination, *chunk],
-            ):
-                owners[key] = (run_id, position)
-        keep = np.zeros(len(keys), dtype=bool)
-        claims = []
-        for i, (key, position) in enumerate(zip(hashes, positions, strict=True)):
-            owner = owners.get(key)
-            if owner is None:
-                owners[key] = (self.run_id, position)
-                claims.append((destination, key, self.run_id, position, _LEASED))
-                keep[i] = True
-            elif owner == (self.run_id, position):
-                keep[i] = True
-        self.db.executemany("INSERT INTO dedupe_keys VALUES (?, ?, ?, ?, ?)", claims)
-        return keep
-
-    def _set_key_state(self, positions: list[int], state: int) -> None:
-        if self.dedupe and positions:
-            self.db.executemany(
-                "UPDATE dedupe_keys SET state = ? WHERE run_id = ? AND position = ?",
-                [(state, self.run_id, p) for p in positions],
-            )
+        pairs = json.dumps(list(zip(keys, positions, strict=True)))
+        inserted = self.db.execute(
+            "INSERT OR IGNORE INTO dedupe_keys SELECT ?, value ->> 0, ?, value ->> 1 "
+            "FROM json_each(?)",
+            (destination, self.run_id, pairs),
+        ).rowcount
+        if inserted == len(keys):
+            return np.ones(len(keys), dtype=bool)  # all new: the usual case
+        owners = {
+            key: (run_id, position) for key, run_id, position in self.db.execute(
+                "SELECT d.key, d.run_id, d.position FROM json_each(?) AS k JOIN dedupe_keys AS d "
+                "ON d.destination = ? AND d.key = k.value ->> 0", (pairs, destination))
+        }
+        return np.array([owners.get(key) == (self.run_id, position)
+                         for key, position in zip(keys, positions, strict=True)], dtype=bool)
 
     def _drop_keys(self, positions: list[int]) -> None:
-        if self.dedupe and positions:
-            self.db.executemany("DELETE FROM dedupe_keys WHERE run_id = ? AND position = ?",
-                                [(self.run_id, p) for p in positions])
+        """Free the keys of rows that certainly never left (a graceful stop released them)."""
+        keys = [self._leased_keys.pop(p) for p in positions if p in self._leased_keys]
+        if keys:
+            self.db.executemany("DELETE FROM dedupe_keys WHERE destination = ? AND key = ?",
+                                [(self.key.endpoint, key) for key in keys])
 
 
 class Transaction:
@@ -500,14 +504,6 @@ class Transaction:
             raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from exc
 
 
-def _key_hash(destination: str, key: str) -> bytes:
-    return hashlib.blake2b(f"{destination}\x1f{key}".encode(), digest_size=16).digest()
-
-
-def _positions(intervals: IntervalSet) -> list[int]:
-    return [p for a, b in intervals.ranges for p in range(a, b)]
-
-
 def _end(mapped: Mapped) -> int:
     positions = mapped.batch.positions
     last = [int(positions.max()) + 1] if len(positions) else []
@@ -520,4 +516,4 @@ def _when(epoch: float) -> str:
 
 
 __all__ = ["DEFAULT_LEDGER", "SANDBOX", "Admitted", "MemoryLedger", "Resume", "RunKey",
-           "SqliteLedger", "connect", "runs_of", "work_of"]
+           "SqliteLedger", "connect", "work_of"]

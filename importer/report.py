@@ -13,10 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -26,6 +25,11 @@ from importer.errors import UsageError
 from importer.mapping import Mapped, empty_rejects
 from importer.times import day_of, iso_utc
 
+if TYPE_CHECKING:  # pandas loads only when a DataFrame is asked for: the CLI starts faster
+    import pandas as pd
+
+    from importer.sender import Failure
+
 EXAMPLES_PER_RULE = 3
 SAMPLE_URLS = 2
 MAX_REJECTS_KEPT = 100_000
@@ -34,16 +38,25 @@ _BARS = " ▁▂▃▄▅▆▇█"
 
 @dataclass
 class EventStats:
-    """Counts, value totals and times of a set of events (valid ones, or sent ones)."""
+    """Counts, value totals and times of a set of events (valid ones, or sent ones).
+
+    ``add_one`` runs once per acknowledged request, so it only touches plain dicts; days are
+    kept as day numbers and turned into dates when shown.
+    """
 
     count: int = 0
     first: int | None = None
     last: int | None = None
-    days: Counter[date] = field(default_factory=Counter)
+    day_numbers: dict[int, int] = field(default_factory=dict)
     per_event: Counter[str] = field(default_factory=Counter)
     value_per_event: Counter[str] = field(default_factory=Counter)
     future: int = 0
     very_old: int = 0
+
+    @property
+    def days(self) -> Counter[date]:
+        """Events per UTC day."""
+        return Counter({day_of(day * 86_400): n for day, n in self.day_numbers.items()})
 
     def add_table(self, events: pa.Table, *, now: float, old_after: int) -> None:
         """Add the events of a mapped batch (columns n, v, time)."""
@@ -56,7 +69,7 @@ class EventStats:
         self.last = high if self.last is None else max(self.last, high)
         days, counts = np.unique(times // 86_400, return_counts=True)
         for day, n in zip(days.tolist(), counts.tolist(), strict=True):
-            self.days[day_of(day * 86_400)] += n
+            self.day_numbers[day] = self.day_numbers.get(day, 0) + n
         self.future += int((times > now).sum())
         self.very_old += int((times < now - old_after * 86_400).sum())
         grouped = events.select(["n", "v"]).group_by("n").aggregate([("v", "sum"), ("n", "count")])
@@ -68,9 +81,12 @@ class EventStats:
     def add_one(self, name: str, value: int | None, when: int) -> None:
         """Add one event (the sender calls this as each request is acknowledged)."""
         self.count += 1
-        self.first = when if self.first is None or when < self.first else self.first
-        self.last = when if self.last is None or when > self.last else self.last
-        self.days[day_of(when)] += 1
+        if self.first is None or when < self.first:
+            self.first = when
+        if self.last is None or when > self.last:
+            self.last = when
+        day = when // 86_400
+        self.day_numbers[day] = self.day_numbers.get(day, 0) + 1
         self.per_event[name] += 1
         if value is not None:
             self.value_per_event[name] += value
@@ -127,7 +143,7 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
     _rejects: list[pa.Table] = field(default_factory=list, repr=False)
     _rejects_kept: int = 0
-    _failures: pd.DataFrame | None = field(default=None, repr=False)
+    _failures: list[Failure] = field(default_factory=list, repr=False)
 
     # -- building -----------------------------------------------------------------------
 
@@ -165,9 +181,9 @@ class Report:
                     for r in rows.to_pylist()
                 ]
 
-    def set_failures(self, failures: pd.DataFrame) -> None:
-        """Attach the rows that failed permanently (row, status, error...)."""
-        self._failures = failures
+    def add_failures(self, failures: list[Failure]) -> None:
+        """Attach rows that failed permanently (row, status, error...)."""
+        self._failures += failures
 
     # -- views --------------------------------------------------------------------------
 
@@ -180,9 +196,11 @@ class Report:
     @property
     def failures(self) -> pd.DataFrame:
         """Rows that failed permanently, with their last status and error."""
-        if self._failures is None:
-            return pd.DataFrame(columns=["file", "row", "line", "url", "attempts", "status", "error"])
-        return self._failures
+        import pandas as pd
+
+        columns = ["file", "row", "line", "url", "attempts", "status", "error"]
+        return pd.DataFrame([{c: getattr(f, c) for c in columns} for f in self._failures],
+                            columns=columns)
 
     @property
     def skipped(self) -> int:

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import pandas as pd
 import pyarrow as pa
 
 from importer.errors import ImporterError
@@ -38,7 +37,7 @@ class RunLedger(Protocol):
     def settled_mask(self, positions: Any) -> Any: ...
     def reject(self, mapped: Mapped) -> None: ...
     def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted: ...
-    def done(self, position: int) -> None: ...
+    def done_many(self, positions: list[int]) -> None: ...
     def failed(self, failure: Failure) -> None: ...
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None: ...
     def flush(self) -> None: ...
@@ -220,6 +219,7 @@ async def _tick(sender: Sender, ledger: RunLedger, report: Report, settings: Run
     while True:
         await asyncio.sleep(_TICK)
         now = loop.time()
+        sender.report_acks()
         if now - last_flush >= settings.flush_seconds or due():
             await loop.run_in_executor(ledger_thread, ledger.flush)
             last_flush = now
@@ -238,7 +238,6 @@ def _fill(report: Report, outcome: Outcome) -> None:
     report.extra["unknown"] = outcome.unknown
     report.extra["retries"] = outcome.retries
     report.extra["stopped"] = outcome.stopped
-    if outcome.failures:
-        report.set_failures(pd.DataFrame([f.__dict__ for f in outcome.failures]).drop(columns=["position"]))
+    report.add_failures(outcome.failures)
 
 

@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
+from yarl import URL
 
 from importer._version import __version__
 from importer.errors import DeliveryError, PermanentError, TransientError
@@ -73,7 +74,7 @@ class Work:
     """Rows ready to send, in input order."""
 
     positions: list[int]
-    urls: list[str]
+    urls: list[URL]  # encoded=True: sent byte for byte as built and previewed
     names: list[str]
     values: list[int | None]
     times: list[int]
@@ -102,8 +103,8 @@ class Failure:
 class Tracker(Protocol):
     """What the sender tells the ledger (or nobody) about each row's fate."""
 
-    def done(self, position: int) -> None:
-        """The row was acknowledged with a 2xx."""
+    def done_many(self, positions: list[int]) -> None:
+        """These rows were acknowledged with a 2xx."""
 
     def failed(self, failure: Failure) -> None:
         """The row failed permanently."""
@@ -115,7 +116,7 @@ class Tracker(Protocol):
 class NullTracker:
     """Tracks nothing (no ledger)."""
 
-    def done(self, position: int) -> None:
+    def done_many(self, positions: list[int]) -> None:
         return None
 
     def failed(self, failure: Failure) -> None:
@@ -218,9 +219,11 @@ class Sender:
         self._inflight: set[_Item] = set()
         self._cancelled: list[_Item] = []
         self._orphans: list[Work] = []
+        self._acked: list[_Item] = []
         self.last_error = ""
         self._stop: str | None = None
         self._wake = asyncio.Event()
+        self._sleepers = 0
         self._last_success = time.monotonic()
         self._retry_limit = max(64, options.concurrency * 8)
         self._session: aiohttp.ClientSession | None = None
@@ -242,8 +245,9 @@ class Sender:
         return len(self._retry)
 
     def _notify(self) -> None:
-        wake, self._wake = self._wake, asyncio.Event()
-        wake.set()
+        if self._sleepers:  # only idle workers wait on the event; most of the time none does
+            wake, self._wake = self._wake, asyncio.Event()
+            wake.set()
 
     @property
     def accepting(self) -> bool:
@@ -345,11 +349,21 @@ class Sender:
                 await self._idle()
                 continue
             self._inflight.add(item)
-            try:
-                await self._deliver(item)
+            item.attempts += 1
+            if item.attempts == 1:
+                item.first_try = time.monotonic()
+            try:  # one attempt (inline: this runs once per request)
+                await self._request(item.work.urls[item.index])
+            except TransientError as err:
+                self._transient(item, err)
+            except PermanentError as err:
+                self._fail(item, err)
             except asyncio.CancelledError:
                 self._cancelled.append(item)  # cut off mid-request: it may have arrived
                 raise
+            else:
+                self._last_success = time.monotonic()
+                self._acked.append(item)
             finally:
                 self._inflight.discard(item)
                 self._notify()
@@ -389,32 +403,25 @@ class Sender:
         if self._retry:
             wait = min(wait, max(0.0, self._retry[0][0] - time.monotonic()))
         wake = self._wake
+        self._sleepers += 1
         try:
             await asyncio.wait_for(wake.wait(), timeout=wait)
         except TimeoutError:
             pass
+        finally:
+            self._sleepers -= 1
 
-    async def _deliver(self, item: _Item) -> None:
-        item.attempts += 1
-        if item.attempts == 1:
-            item.first_try = time.monotonic()
-        try:
-            await self._request(item.work.urls[item.index])
-        except TransientError as err:
-            self._transient(item, err)
-        except PermanentError as err:
-            self._fail(item, err)
-        else:
-            self._done(item)
-
-    async def _request(self, url: str) -> None:
+    async def _request(self, url: URL) -> None:
         assert self._session is not None
         if self._limiter is not None:
             await self._limiter.acquire()
         try:
             async with self._session.get(url, allow_redirects=False) as response:
                 await response.read()
-                status, reason = response.status, response.reason or ""
+                status = response.status
+                if 200 <= status < 300:
+                    return
+                reason = response.reason or ""
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translate(exc) from exc
@@ -422,13 +429,21 @@ class Sender:
         if error is not None:
             raise error
 
-    def _done(self, item: _Item) -> None:
-        work, i = item.work, item.index
-        self._last_success = time.monotonic()
-        self.outcome.sent += 1
-        self.tracker.done(work.positions[i])
+    def report_acks(self) -> int:
+        """Hand the rows acknowledged since the last call to the tracker and ``on_done``.
+
+        Called every tick and at the end, so the per-request path only appends to a list.
+        """
+        acked, self._acked = self._acked, []
+        if not acked:
+            return 0
+        self.outcome.sent += len(acked)
+        self.tracker.done_many([item.work.positions[item.index] for item in acked])
         if self.on_done is not None:
-            self.on_done(work.names[i], work.values[i], work.times[i])
+            for item in acked:
+                work, i = item.work, item.index
+                self.on_done(work.names[i], work.values[i], work.times[i])
+        return len(acked)
 
     def _transient(self, item: _Item, err: DeliveryError) -> None:
         item.status, item.error = err.status, err.reason
@@ -452,7 +467,7 @@ class Sender:
     def _fail(self, item: _Item, err: DeliveryError) -> None:
         work, i = item.work, item.index
         self.last_error = err.reason
-        failure = Failure(work.positions[i], work.file, work.rows[i], work.lines[i], work.urls[i],
+        failure = Failure(work.positions[i], work.file, work.rows[i], work.lines[i], str(work.urls[i]),
                           item.attempts, err.status, err.reason)
         self.outcome.failed += 1
         self.outcome.failures.append(failure)
@@ -460,6 +475,7 @@ class Sender:
 
     def settle(self) -> Outcome:
         """After a stop: every row not acknowledged or failed is pending; say which may have arrived."""
+        self.report_acks()
         for item in self._cancelled:
             item.maybe_delivered = True
         items = [entry[2] for entry in self._retry] + self._cancelled

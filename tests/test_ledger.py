@@ -54,8 +54,7 @@ def test_done_rows_survive_reopening_as_few_ranges(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     ledger = SqliteLedger(path, KEY)
     ledger.lease("a.csv", events(list(range(1000))), None)
-    for p in [*range(0, 600), *range(700, 1000)]:
-        ledger.done(p)
+    ledger.done_many([*range(0, 600), *range(700, 1000)])
     ledger.unsent(list(range(600, 700)), [])
     ledger.close()
     db = sqlite3.connect(path)
@@ -74,7 +73,7 @@ def test_leases_left_by_a_crash_are_unknown(tmp_path: Path, policy: str) -> None
     path = tmp_path / "l.sqlite"
     ledger = SqliteLedger(path, KEY)
     ledger.lease("a.csv", events(list(range(10))), None)
-    ledger.done(0)
+    ledger.done_many([0])
     ledger.flush()
     ledger._file_lock.release()  # the process "dies": no close, no release of leases
     again = SqliteLedger(path, KEY, unknown=policy)  # type: ignore[arg-type]
@@ -126,7 +125,7 @@ def test_dedupe_keys_across_runs(tmp_path: Path) -> None:
     admitted = first.lease("a.csv", events([0, 1, 2]), ["A", "B", "A"])
     assert admitted.duplicates == 1 and admitted.work is not None
     assert admitted.work.positions == [0, 1]
-    first.done(0)
+    first.done_many([0])
     first.unsent([1], [])  # B never left: its key is free
     first.close()
     other = RunKey("/data/b.csv", "b.csv", "src9", "schema1", KEY.endpoint)
