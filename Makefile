@@ -16,9 +16,24 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
+DEMO_LEDGER := .backfill/demo-ledger.sqlite
+EB := $(VENV)/bin/event-backfill
+
 demo: $(STAMP)
-	$(VENV)/bin/event-backfill check sample_data/offline_sales.csv --schema $(SCHEMAS)/offline_sales.toml --quiet || true
-	$(VENV)/bin/event-backfill preview sample_data/offline_sales.csv --schema $(SCHEMAS)/offline_sales.toml -n 3
+	@echo "== 1. check a store POS export (600 orders): nothing is sent =="
+	$(EB) check sample_data/offline_sales.csv --schema $(SCHEMAS)/offline_sales.toml --quiet
+	@echo
+	@echo "== 2. check a file with a bad row for every rule (exit 3 is expected) =="
+	-$(EB) check sample_data/bad_rows.csv --schema $(SCHEMAS)/bad_rows.toml --quiet --rejects .backfill/demo-rejects.csv
+	@echo
+	@echo "== 3. send the export into a local collector (--sandbox) =="
+	rm -f $(DEMO_LEDGER) $(DEMO_LEDGER)-wal $(DEMO_LEDGER)-shm
+	$(EB) send sample_data/offline_sales.csv --schema $(SCHEMAS)/offline_sales.toml --sandbox --ledger $(DEMO_LEDGER)
+	@echo
+	@echo "== 4. the same command again: it resumes and sends nothing twice =="
+	$(EB) send sample_data/offline_sales.csv --schema $(SCHEMAS)/offline_sales.toml --sandbox --ledger $(DEMO_LEDGER)
+	@echo
+	$(EB) status --ledger $(DEMO_LEDGER)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check importer tests bench

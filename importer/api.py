@@ -22,7 +22,7 @@ from importer.errors import UsageError
 from importer.ledger import DEFAULT_LEDGER, SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
 from importer.mapping import Mapped, Mapper
 from importer.pipeline import mapped_batches
-from importer.progress import NullProgress, Progress
+from importer.progress import ProgressLike, choose
 from importer.render import resume_lines
 from importer.report import RejectsWriter, Report
 from importer.collector import Collector
@@ -55,7 +55,7 @@ def check(
     rejects: str | Path | None = None,
     endpoint: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
+    progress: ProgressLike = None,
     now: float | None = None,
 ) -> Report:
     """Validate every row and summarise what ``send`` would do, sending nothing.
@@ -66,7 +66,8 @@ def check(
         rejects: write every broken rule to this .csv or .parquet file.
         endpoint: override the schema's endpoint template for the sample URLs.
         batch_size: rows per batch.
-        progress: where to report progress (nothing is shown by default).
+        progress: None (a bar in notebooks, nothing in scripts), True, False, or a
+            :class:`~importer.progress.Progress`.
         now: the current epoch time for the future/age checks (tests pin it).
 
     Returns:
@@ -76,7 +77,7 @@ def check(
     mapper = Mapper(loaded, endpoint=endpoint, now=now)
     report = Report("check", source=opened.name, schema=schema_name(schema))
     writer = RejectsWriter(rejects) if rejects is not None else None
-    bar = progress or NullProgress()
+    bar = choose(progress)
     bar.start(opened.total_rows(), "rows")
     try:
         for mapped in mapped_batches(opened, mapper, batch_size=batch_size):
@@ -169,7 +170,7 @@ async def send_async(
     options: SendOptions | None = None,
     rejects: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
+    progress: ProgressLike = None,
     control: Control | None = None,
     now: float | None = None,
     **tunables: Any,
@@ -189,7 +190,8 @@ async def send_async(
             ``concurrency=64`` or ``rate=100`` override its fields.
         rejects: write every broken rule to this .csv or .parquet file.
         batch_size: rows per batch.
-        progress: where to report progress (nothing is shown by default).
+        progress: None (a bar in notebooks, nothing in scripts), True, False, or a
+            :class:`~importer.progress.Progress`.
         control: lets another thread stop the run (``send`` uses it for Ctrl-C).
         now: the current epoch time for the future/age checks.
 
@@ -204,7 +206,7 @@ async def send_async(
         raise UsageError(f"unknown must be 'resend' or 'skip', got {unknown!r}")
     settings = RunSettings(
         options=_send_options(options, tunables), batch_size=batch_size, sandbox=sandbox,
-        progress=progress or NullProgress(), control=control or Control(),
+        progress=choose(progress), control=control or Control(),
     )
     opened, loaded = prepare(source, schema)
     mapper = Mapper(loaded, endpoint=endpoint, now=now)
@@ -262,20 +264,26 @@ def _in_thread(work: Any, control: Control) -> Any:
     """Run a coroutine factory in a worker thread with its own loop; Ctrl-C stops it gracefully."""
     result: list[Any] = []
     failure: list[BaseException] = []
+    finished = threading.Event()
 
     def target() -> None:
         try:
             result.append(asyncio.run(work()))
         except BaseException as exc:  # handed to the caller's thread below
             failure.append(exc)
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=target, name="event-backfill", daemon=True)
     thread.start()
-    while thread.is_alive():
+    # Not thread.join(): on Python 3.11 a join cut by KeyboardInterrupt can mark the thread
+    # stopped while it still runs (cpython#90882).
+    while not finished.is_set():
         try:
-            thread.join(0.1)
+            finished.wait(0.1)
         except KeyboardInterrupt:
             control.request_stop()
+    thread.join()
     if failure:
         raise failure[0]
     return result[0]
@@ -286,7 +294,7 @@ async def retry_async(
     ledger: str | Path = DEFAULT_LEDGER,
     run: int | None = None,
     options: SendOptions | None = None,
-    progress: Progress | None = None,
+    progress: ProgressLike = None,
     control: Control | None = None,
     **tunables: Any,
 ) -> Report:
@@ -296,14 +304,15 @@ async def retry_async(
         ledger: the ledger file.
         run: only this run's failures (default: every run's).
         options: how to send; keyword tunables override its fields.
-        progress: where to report progress.
+        progress: None (a bar in notebooks, nothing in scripts), True, False, or a
+            :class:`~importer.progress.Progress`.
         control: lets another thread stop the retry.
 
     Returns:
         A report: rows read = failures retried = sent + failed + pending.
     """
     settings = RunSettings(options=_send_options(options, tunables),
-                           progress=progress or NullProgress(), control=control or Control())
+                           progress=choose(progress), control=control or Control())
     return await history.retry_async(ledger, settings, run=run)
 
 

@@ -8,6 +8,7 @@ or schema error, 3 finished with rejected or failed rows.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import signal
@@ -58,6 +59,15 @@ EndpointOpt = Annotated[
 
 LedgerOpt = Annotated[Path, typer.Option(help="The SQLite ledger that makes runs resumable.")]
 T = TypeVar("T")
+
+
+class UnknownPolicy(str, enum.Enum):
+    """What to do with rows an interrupted run may or may not have delivered."""
+
+    RESEND = "resend"
+    SKIP = "skip"
+
+
 failures_app = typer.Typer(no_args_is_help=True, help="The rows that failed permanently.")
 app.add_typer(failures_app, name="failures")
 
@@ -176,9 +186,9 @@ def send(
         "--no-ledger", help="Keep no ledger: the run cannot be resumed.")] = False,
     new_run: Annotated[bool, typer.Option(
         "--new-run", help="Start afresh although the ledger holds a run of this file.")] = False,
-    unknown: Annotated[str, typer.Option(
+    unknown: Annotated[UnknownPolicy, typer.Option(
         help="Rows an interrupted run may have sent: 'resend' (never loses) or 'skip' "
-        "(never duplicates).")] = "resend",
+        "(never duplicates).")] = UnknownPolicy.RESEND,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -196,7 +206,7 @@ def send(
     _on_signals(control)
     report = _run(lambda: api.send(
         files, schema=schema, endpoint=endpoint, sandbox=sandbox, options=options, rejects=rejects,
-        ledger=None if no_ledger else ledger, new_run=new_run, unknown=unknown,
+        ledger=None if no_ledger else ledger, new_run=new_run, unknown=unknown.value,
         progress=_progress(quiet), control=control))
     _show(report, as_json)
     raise typer.Exit(report.exit_code)

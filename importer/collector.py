@@ -345,6 +345,18 @@ class RunningCollector:
         """Every request so far: t, host, query, status (and problems, retry_not_before)."""
         return list(self.collector.records)
 
+    def set_faults(self, faults: Faults) -> None:
+        """Change the injected faults from now on (e.g. end an outage in a rehearsal)."""
+
+        def swap() -> None:
+            collector = self.collector
+            collector.faults = faults
+            collector._random = random.Random(faults.seed)
+            pattern = faults.bad_request_match
+            collector._pattern = re.compile(pattern) if pattern else None
+
+        self._loop.call_soon_threadsafe(swap)
+
     def accepted_queries(self) -> list[str]:
         """The raw queries answered 200, in arrival order."""
         return [r["query"] for r in self.records if r["status"] == 200]

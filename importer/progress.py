@@ -58,10 +58,7 @@ class TqdmProgress:
         self._bar: Any = None
 
     def start(self, total: int | None, unit: str) -> None:
-        if self.auto:
-            from tqdm.auto import tqdm
-        else:
-            from tqdm import tqdm
+        tqdm = _tqdm(self.auto)
         self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=self.file,
                          disable=self.disable, dynamic_ncols=True, smoothing=0.1)
 
@@ -78,8 +75,51 @@ class TqdmProgress:
             self._bar = None
 
     def note(self, message: str) -> None:
-        if self.auto:
-            from tqdm.auto import tqdm
-        else:
-            from tqdm import tqdm
-        tqdm.write(message, file=self.file)
+        _tqdm(self.auto).write(message, file=self.file)
+
+
+def _tqdm(auto: bool) -> Any:
+    """tqdm.auto's widget when ipywidgets is installed; the text bar otherwise.
+
+    (tqdm.auto without ipywidgets warns "IProgress not found" in every notebook cell.)
+    """
+    if auto:
+        import importlib.util
+
+        if importlib.util.find_spec("ipywidgets") is not None:
+            from tqdm.auto import tqdm as widget
+
+            return widget
+    from tqdm import tqdm as text
+
+    return text
+
+
+ProgressLike = Progress | bool | None
+
+
+def choose(progress: ProgressLike) -> Progress:
+    """The progress to use for a ``progress=`` argument.
+
+    None: a ``tqdm.auto`` bar inside Jupyter (a widget when ipywidgets is installed), nothing
+    elsewhere, so scripts stay silent. True: a ``tqdm.auto`` bar. False: nothing. A
+    :class:`Progress` object is used as it is.
+    """
+    if progress is None:
+        return TqdmProgress(auto=True) if in_notebook() else NullProgress()
+    if progress is True:
+        return TqdmProgress(auto=True)
+    if progress is False:
+        return NullProgress()
+    return progress
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel."""
+    import sys
+
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ipython = shell.get_ipython()  # type: ignore[attr-defined]
+    return ipython is not None and "IPKernelApp" in getattr(ipython, "config", {})

@@ -107,7 +107,7 @@ class EventStats:
         }
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """What a run did. Counts always reconcile; see :meth:`accounting`.
 
@@ -144,6 +144,9 @@ class Report:
     _rejects: list[pa.Table] = field(default_factory=list, repr=False)
     _rejects_kept: int = 0
     _failures: list[Failure] = field(default_factory=list, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<Report {self.command} {self.source}: {self.accounting}>"
 
     # -- building -----------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ report says what is pending and how to resume.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,8 +125,9 @@ async def deliver(
     ticker = asyncio.create_task(_tick(sender, ledger, report, settings, ledger_thread))
     settings.progress.start(total, "rows")
     try:
-        await sender.run()
-        await producer
+        with _lighter_gc():
+            await sender.run()
+            await producer
     finally:
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
@@ -139,6 +142,24 @@ async def deliver(
     if errors:
         raise errors[0]
     return outcome
+
+
+@contextmanager
+def _lighter_gc() -> Iterator[None]:
+    """Collect garbage less often while sending; put everything back afterwards.
+
+    Every request allocates short-lived objects, so generation 0 fills constantly; and a full
+    collection would walk every object pandas and pyarrow created at import. Freezing those
+    and raising the first threshold is worth ~5% of events/s here.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def source_feed(source: Source, mapper: Mapper, ledger: RunLedger, report: Report,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -33,8 +34,24 @@ _DIGITS = re.compile(r"[0-9]+")
 _VARIATION = re.compile(r"[0-9]+(_[0-9]+)*")
 
 
+_DEPTH = threading.local()
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        # Built in Python (a notebook), a mistake reads as it would from a file. Only the
+        # outermost model translates: nested ones leave the key path to it.
+        _DEPTH.value = getattr(_DEPTH, "value", 0) + 1
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if _DEPTH.value > 1:
+                raise
+            raise _schema_error(exc, origin=f"{type(self).__name__}(...)", model=type(self)) from None
+        finally:
+            _DEPTH.value -= 1
 
 
 class _Source(_Model):
@@ -383,15 +400,22 @@ def load_schema(source: str | Path | Mapping[str, Any] | Schema) -> Schema:
 
 
 def _validate(data: dict[str, Any], *, origin: str) -> Schema:
+    _DEPTH.value = getattr(_DEPTH, "value", 0) + 1  # this call names the origin, not __init__
     try:
         return Schema.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors(include_url=False)]
-        if len(problems) == 1:
-            key, text = problems[0]
-            raise SchemaError(text, origin=origin, key=key or None) from None
-        lines = [f"key '{key}': {text}" if key else text for key, text in problems]
-        raise SchemaError("\n  " + "\n  ".join(lines), origin=origin) from None
+        raise _schema_error(exc, origin=origin, model=Schema) from None
+    finally:
+        _DEPTH.value -= 1
+
+
+def _schema_error(exc: ValidationError, *, origin: str, model: type[BaseModel]) -> SchemaError:
+    problems = [_describe(error, model) for error in exc.errors(include_url=False)]
+    if len(problems) == 1:
+        key, text = problems[0]
+        return SchemaError(text, origin=origin, key=key or None)
+    lines = [f"key '{key}': {text}" if key else text for key, text in problems]
+    return SchemaError("\n  " + "\n  ".join(lines), origin=origin)
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -410,12 +434,12 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 _UNION_TAGS = {"datetime", "date", "str", "int"}
 
 
-def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+def _describe(error: Mapping[str, Any], model: type[BaseModel]) -> tuple[str, str]:
     """(dotted key, what is wrong) for one pydantic error."""
     key = _dotted(tuple(error["loc"]))
     kind = error["type"]
     if kind == "extra_forbidden":
-        known = _known_keys(tuple(error["loc"])[:-1])
+        known = _known_keys(tuple(error["loc"])[:-1], model)
         return key, f"unknown key; this table takes: {', '.join(known)}"
     if kind == "missing":
         return key, "missing; add it (see schemas/schema.json)"
@@ -425,8 +449,8 @@ def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
     return key, f"{message} (got {got!r})" if show else message
 
 
-def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
-    model: Any = Schema
+def _known_keys(loc: tuple[int | str, ...], root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue
