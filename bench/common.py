@@ -39,17 +39,21 @@ def make_parquet(rows: int, path: Path | None = None, *, seed: int = 7) -> Path:
     for offset in range(0, rows, chunk):
         n = min(chunk, rows - offset)
         cents = rng.integers(100, 500_000, n)
-        table = pa.table({
-            "order_id": pa.array(np.arange(offset, offset + n) + 10_000_000, pa.int64()),
-            "customer_id": pa.array([f"C{c:07d}" for c in rng.integers(0, 300_000, n)]),
-            "event": pa.array(rng.choice(["purchase", "refund request", "store_visit"], n)),
-            "experiment_id": pa.array(rng.choice([87654321, 987654321], n), pa.int64()),
-            "variation_id": pa.array(rng.choice(["1111111", "2222222_3333333"], n)),
-            "goal_ids": pa.array(rng.choice(["1234567", "12345,4324234"], n)),
-            "amount": pa.array([f"{c // 100}.{c % 100:02d}" for c in cents.tolist()]),
-            "ordered_at": pa.array(start + rng.integers(0, 30_000_000, n), pa.timestamp("s", tz="UTC")),
-            "channel": pa.array(rng.choice(["gc", "store", "phone & mail"], n)),
-        })
+        table = pa.table(
+            {
+                "order_id": pa.array(np.arange(offset, offset + n) + 10_000_000, pa.int64()),
+                "customer_id": pa.array([f"C{c:07d}" for c in rng.integers(0, 300_000, n)]),
+                "event": pa.array(rng.choice(["purchase", "refund request", "store_visit"], n)),
+                "experiment_id": pa.array(rng.choice([87654321, 987654321], n), pa.int64()),
+                "variation_id": pa.array(rng.choice(["1111111", "2222222_3333333"], n)),
+                "goal_ids": pa.array(rng.choice(["1234567", "12345,4324234"], n)),
+                "amount": pa.array([f"{c // 100}.{c % 100:02d}" for c in cents.tolist()]),
+                "ordered_at": pa.array(
+                    start + rng.integers(0, 30_000_000, n), pa.timestamp("s", tz="UTC")
+                ),
+                "channel": pa.array(rng.choice(["gc", "store", "phone & mail"], n)),
+            }
+        )
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema)
         writer.write_table(table, row_group_size=256 * 1024)

@@ -1,4 +1,4 @@
-"""Delivery throughput against nginx on 127.0.0.1, by hand: ``.venv/bin/python -m bench.throughput``.
+"""Delivery throughput against nginx on 127.0.0.1: ``.venv/bin/python -m bench.throughput``.
 
 Installs nginx from apt if missing and starts it with ``location /event { return 200; }``
 (access log off). Generates a Parquet file of ``--rows`` sales, then measures, interleaved
@@ -53,7 +53,9 @@ def start_nginx(prefix: Path) -> None:
     """Install nginx if needed and start it on 127.0.0.1:PORT."""
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "nginx-light"], check=True, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "nginx-light"], check=True, capture_output=True
+        )
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=PORT))
@@ -104,8 +106,20 @@ def bare(urls: list[str], concurrency: int) -> float:
 
 def send_cli(path: Path, schema: Path, concurrency: int, ledger: Path | None) -> tuple[float, int]:
     """(b) events/s of ``event-backfill send`` as a user runs it, and its peak RSS in KiB."""
-    args = [sys.executable, "-m", "importer", "send", str(path), "--schema", str(schema),
-            "--endpoint", endpoint(), "--concurrency", str(concurrency), "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "importer",
+        "send",
+        str(path),
+        "--schema",
+        str(schema),
+        "--endpoint",
+        endpoint(),
+        "--concurrency",
+        str(concurrency),
+        "--quiet",
+    ]
     args += ["--ledger", str(ledger)] if ledger else ["--no-ledger"]
     started = time.perf_counter()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -166,20 +180,37 @@ def resume_start(rows: int, schema: Path, folder: Path) -> float:
     done = rows * 9 // 10
     with RunningCollector() as collector:
         source, loaded = open_source(path), load_schema(schema)
-        key = RunKey(source.key, source.name, source.fingerprint(), loaded.fingerprint(), collector.url)
+        key = RunKey(
+            source.key, source.name, source.fingerprint(), loaded.fingerprint(), collector.url
+        )
         ledger = SqliteLedger(ledger_path, key, dedupe=True)
         with ledger._transaction():  # what 9M acknowledged rows leave behind
             ledger.db.executemany(
                 "INSERT INTO dedupe_keys VALUES (?, ?, ?, ?)",
-                ((collector.url, str(10_000_000 + i), ledger.run_id, i) for i in range(done)))
+                ((collector.url, str(10_000_000 + i), ledger.run_id, i) for i in range(done)),
+            )
             ledger.settled.add_ranges([(0, done)])
             ledger._write_ranges()
         ledger.close()
         started = time.time()
         process = subprocess.Popen(
-            [sys.executable, "-m", "importer", "send", str(path), "--schema", str(schema),
-             "--endpoint", collector.url, "--ledger", str(ledger_path), "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "importer",
+                "send",
+                str(path),
+                "--schema",
+                str(schema),
+                "--endpoint",
+                collector.url,
+                "--ledger",
+                str(ledger_path),
+                "--quiet",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while not collector.records and process.poll() is None:
             time.sleep(0.01)
         first = collector.records[0]["t"] - started if collector.records else float("nan")
@@ -190,11 +221,15 @@ def resume_start(rows: int, schema: Path, folder: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rss-rows", type=int, default=0, help="also measure peak RSS on this many rows")
+    parser.add_argument(
+        "--rss-rows", type=int, default=0, help="also measure peak RSS on this many rows"
+    )
     parser.add_argument("--resume-rows", type=int, default=0, help="also time a 90%%-done resume")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-", dir=OUT if OUT.exists() else None))
@@ -204,31 +239,46 @@ def main() -> None:
         path = make_parquet(args.rows)
         schema = schema_file(folder)
         urls = build_urls(path)
-        results: dict[str, list[float]] = {"bare": [], "send": [], "send-no-ledger": [], "naive": []}
+        results: dict[str, list[float]] = {
+            "bare": [],
+            "send": [],
+            "send-no-ledger": [],
+            "naive": [],
+        }
         for round_ in range(args.rounds):
             results["bare"].append(bare(urls, args.concurrency))
             ledger = folder / f"ledger-{round_}.sqlite"
             results["send"].append(send_cli(path, schema, args.concurrency, ledger)[0])
             results["send-no-ledger"].append(send_cli(path, schema, args.concurrency, None)[0])
             results["naive"].append(naive(urls))
-            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()),
-                  flush=True)
+            print(
+                f"round {round_ + 1}: "
+                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()),
+                flush=True,
+            )
         med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"\n{args.rows:,} rows, concurrency {args.concurrency}, median of {args.rounds} rounds:")
+        print(
+            f"\n{args.rows:,} rows, concurrency {args.concurrency}, median of {args.rounds} rounds:"
+        )
         for name, value in med.items():
             print(f"  {name:<15} {value:>10,.0f} events/s")
         print(f"  (b)/(a) send/bare            = {med['send'] / med['bare']:.2f}   (target >= 0.9)")
         print(f"  (b)/(c) send/naive           = {med['send'] / med['naive']:.1f}    (target >= 4)")
-        print(f"  ledger cost (1 - on/off)     = {1 - med['send'] / med['send-no-ledger']:.1%}  (target <= 5%)")
+        cost = 1 - med["send"] / med["send-no-ledger"]
+        print(f"  ledger cost (1 - on/off)     = {cost:.1%}  (target <= 5%)")
         if args.rss_rows:
             big = make_parquet(args.rss_rows)
             rate, rss = send_cli(big, schema, args.concurrency, folder / "rss.sqlite")
-            print(f"  peak RSS of send on {args.rss_rows:,} rows: {rss / 1024:,.0f} MB at {rate:,.0f} events/s"
-                  " (target <= 300 MB)")
+            print(
+                f"  peak RSS of send on {args.rss_rows:,} rows: {rss / 1024:,.0f} MB "
+                f"at {rate:,.0f} events/s (target <= 300 MB)"
+            )
         if args.resume_rows:
             seconds = resume_start(args.resume_rows, schema, folder)
-            print(f"  resume of {args.resume_rows:,} rows, 90% done: first request after {seconds:.2f} s"
-                  " (target <= 5 s)")
+            print(
+                f"  resume of {args.resume_rows:,} rows, 90% done: first request after "
+                f"{seconds:.2f} s (target <= 5 s)"
+            )
     finally:
         stop_nginx(prefix)
     print(f"self peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")

@@ -66,7 +66,9 @@ CELLS = [
         "}"
     ),
     new_markdown_cell("## 3. Check: nothing is sent, every problem is named"),
-    new_code_cell("checked = importer.check(sales, schema=schema)\nchecked", metadata={"tags": ["check"]}),
+    new_code_cell(
+        "checked = importer.check(sales, schema=schema)\nchecked", metadata={"tags": ["check"]}
+    ),
     new_code_cell("checked.rejects", metadata={"tags": ["rejects"]}),
     new_markdown_cell(
         "## 4. Fix them in pandas\n\n"
@@ -112,10 +114,13 @@ CELLS = [
 
 
 def main() -> None:
-    notebook = new_notebook(cells=CELLS, metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    })
+    notebook = new_notebook(
+        cells=CELLS,
+        metadata={
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+    )
     path = Path(__file__).with_name("backfill.ipynb")
     nbformat.write(notebook, path)
     print(f"wrote {path}")

@@ -19,13 +19,24 @@ from typing import Any
 from importer._version import __version__
 
 _EXPORTS = {
-    "check": "importer.api", "preview": "importer.api", "send": "importer.api",
-    "send_async": "importer.api", "retry": "importer.api", "retry_async": "importer.api",
-    "status": "importer.api", "failures": "importer.api", "iter_events": "importer.api",
-    "ImporterError": "importer.errors", "Report": "importer.report", "Schema": "importer.schema",
-    "load_schema": "importer.schema", "SendOptions": "importer.sender",
-    "RunningCollector": "importer.collector", "Faults": "importer.collector",
-    "Progress": "importer.progress", "NullProgress": "importer.progress",
+    "check": "importer.api",
+    "preview": "importer.api",
+    "send": "importer.api",
+    "send_async": "importer.api",
+    "retry": "importer.api",
+    "retry_async": "importer.api",
+    "status": "importer.api",
+    "failures": "importer.api",
+    "iter_events": "importer.api",
+    "ImporterError": "importer.errors",
+    "Report": "importer.report",
+    "Schema": "importer.schema",
+    "load_schema": "importer.schema",
+    "SendOptions": "importer.sender",
+    "RunningCollector": "importer.collector",
+    "Faults": "importer.collector",
+    "Progress": "importer.progress",
+    "NullProgress": "importer.progress",
     "TqdmProgress": "importer.progress",
 }
 

@@ -18,14 +18,14 @@ from importer import history
 
 if TYPE_CHECKING:
     import pandas as pd
+from importer.collector import Collector
 from importer.errors import UsageError
 from importer.ledger import DEFAULT_LEDGER, SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
-from importer.mapping import Mapped, Mapper
+from importer.mapping import Mapped, Mapper, empty_events
 from importer.pipeline import mapped_batches
 from importer.progress import ProgressLike, choose
 from importer.render import resume_lines
 from importer.report import RejectsWriter, Report
-from importer.collector import Collector
 from importer.run import Control, RunSettings, deliver, source_feed
 from importer.schema import Schema, load_schema
 from importer.sender import SendOptions
@@ -82,8 +82,9 @@ def check(
     try:
         for mapped in mapped_batches(opened, mapper, batch_size=batch_size):
             report.add_mapped(mapped)
-            report.stats.add_table(mapped.events, now=mapper.now,
-                                   old_after=loaded.checks.old_after_days)
+            report.stats.add_table(
+                mapped.events, now=mapper.now, old_after=loaded.checks.old_after_days
+            )
             if writer is not None:
                 writer.write(mapped.rejects)
             bar.advance(mapped.batch.num_rows, valid=report.valid, rejected=report.rejected)
@@ -142,11 +143,9 @@ def preview(
         count += events.num_rows
         if n is not None and count >= n:
             break
-    if not tables:
-        from importer.mapping import _empty_events
-
-        return _empty_events().to_pandas()
-    return pa.concat_tables(tables).to_pandas()
+    table = pa.concat_tables(tables) if tables else empty_events()
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
 
 
 def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> SendOptions:
@@ -205,14 +204,19 @@ async def send_async(
     if unknown not in ("resend", "skip"):
         raise UsageError(f"unknown must be 'resend' or 'skip', got {unknown!r}")
     settings = RunSettings(
-        options=_send_options(options, tunables), batch_size=batch_size, sandbox=sandbox,
-        progress=choose(progress), control=control or Control(),
+        options=_send_options(options, tunables),
+        batch_size=batch_size,
+        sandbox=sandbox,
+        progress=choose(progress),
+        control=control or Control(),
     )
     opened, loaded = prepare(source, schema)
     mapper = Mapper(loaded, endpoint=endpoint, now=now)
     report = Report("send", source=opened.name, schema=schema_name(schema))
     destination = SANDBOX if sandbox else mapper.endpoint
-    store = await asyncio.to_thread(_open_ledger, ledger, opened, loaded, destination, new_run, unknown)
+    store = await asyncio.to_thread(
+        _open_ledger, ledger, opened, loaded, destination, new_run, unknown
+    )
     report.extra["resume"] = store.resume.__dict__ if isinstance(store, SqliteLedger) else None
     for line in resume_lines(report.extra["resume"]):
         settings.progress.note(line)
@@ -240,8 +244,14 @@ async def send_async(
     return report
 
 
-def _open_ledger(path: str | Path | None, source: Source, schema: Schema, destination: str,
-                 new_run: bool, unknown: Unknown) -> SqliteLedger | MemoryLedger:
+def _open_ledger(
+    path: str | Path | None,
+    source: Source,
+    schema: Schema,
+    destination: str,
+    new_run: bool,
+    unknown: Unknown,
+) -> SqliteLedger | MemoryLedger:
     if path is None:
         return MemoryLedger()
     key = RunKey(source.key, source.name, source.fingerprint(), schema.fingerprint(), destination)
@@ -311,8 +321,11 @@ async def retry_async(
     Returns:
         A report: rows read = failures retried = sent + failed + pending.
     """
-    settings = RunSettings(options=_send_options(options, tunables),
-                           progress=choose(progress), control=control or Control())
+    settings = RunSettings(
+        options=_send_options(options, tunables),
+        progress=choose(progress),
+        control=control or Control(),
+    )
     return await history.retry_async(ledger, settings, run=run)
 
 

@@ -46,22 +46,26 @@ app = typer.Typer(
 )
 
 Files = Annotated[
-    list[Path], typer.Argument(help="CSV, CSV.gz or Parquet files, or directories of Parquet files.",
-                               show_default=False)
+    list[Path],
+    typer.Argument(
+        help="CSV, CSV.gz or Parquet files, or directories of Parquet files.", show_default=False
+    ),
 ]
 SchemaOpt = Annotated[Path, typer.Option("--schema", "-s", help="The schema TOML file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 EndpointOpt = Annotated[
     str | None,
-    typer.Option(help="Endpoint URL template; {project_id} is replaced per row.", show_default=False),
+    typer.Option(
+        help="Endpoint URL template; {project_id} is replaced per row.", show_default=False
+    ),
 ]
 
 LedgerOpt = Annotated[Path, typer.Option(help="The SQLite ledger that makes runs resumable.")]
 T = TypeVar("T")
 
 
-class UnknownPolicy(str, enum.Enum):
+class UnknownPolicy(enum.StrEnum):
     """What to do with rows an interrupted run may or may not have delivered."""
 
     RESEND = "resend"
@@ -102,7 +106,9 @@ def check(
     schema: SchemaOpt,
     rejects: Annotated[
         Path | None,
-        typer.Option(help="Write every rejected row to this .csv or .parquet file.", show_default=False),
+        typer.Option(
+            help="Write every rejected row to this .csv or .parquet file.", show_default=False
+        ),
     ] = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
@@ -112,8 +118,11 @@ def check(
 
     Example: event-backfill check sample_data/offline_sales.csv --schema schemas/offline_sales.toml
     """
-    report = _run(lambda: api.check(files, schema=schema, rejects=rejects, endpoint=endpoint,
-                                    progress=_progress(quiet)))
+    report = _run(
+        lambda: api.check(
+            files, schema=schema, rejects=rejects, endpoint=endpoint, progress=_progress(quiet)
+        )
+    )
     _show(report, as_json)
     raise typer.Exit(report.exit_code)
 
@@ -122,25 +131,33 @@ def check(
 def preview(
     files: Files,
     schema: SchemaOpt,
-    n: Annotated[int | None, typer.Option("-n", help="Show at most N requests.", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the URLs to this file.", show_default=False)] = None,
+    n: Annotated[
+        int | None, typer.Option("-n", help="Show at most N requests.", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the URLs to this file.", show_default=False)
+    ] = None,
     endpoint: EndpointOpt = None,
 ) -> None:
     """Print the requests send would make, one URL per line; sends nothing.
 
-    Example: event-backfill preview sample_data/offline_sales.csv --schema schemas/offline_sales.toml -n 5
+    Example: event-backfill preview sample_data/offline_sales.csv -s schemas/offline_sales.toml -n 5
     """
     counts = _run(lambda: _write_urls(files, schema, n, out, endpoint))
     written, rejected = counts
     where = f" to {out}" if out else ""
-    typer.echo(f"{written:,} requests written{where}; {rejected:,} rows rejected "
-               "(run check to see why)" if rejected else f"{written:,} requests written{where}",
-               err=True)
+    typer.echo(
+        f"{written:,} requests written{where}; {rejected:,} rows rejected (run check to see why)"
+        if rejected
+        else f"{written:,} requests written{where}",
+        err=True,
+    )
     raise typer.Exit(0)
 
 
-def _write_urls(files: list[Path], schema: Path, n: int | None, out: Path | None,
-                endpoint: str | None) -> tuple[int, int]:
+def _write_urls(
+    files: list[Path], schema: Path, n: int | None, out: Path | None, endpoint: str | None
+) -> tuple[int, int]:
     written = rejected = 0
     handle = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
@@ -165,49 +182,98 @@ def send(
     files: Files,
     schema: SchemaOpt,
     endpoint: EndpointOpt = None,
-    sandbox: Annotated[bool, typer.Option(
-        "--sandbox", help="Start a local collector and send there; show what it received.")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Send nothing: print the requests, as preview does.")] = False,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.", min=1)] = DEFAULT_CONCURRENCY,
-    rate: Annotated[float | None, typer.Option(
-        help="At most N requests per second.", min=0.001, show_default=False)] = None,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per row.", min=1)] = DEFAULT_MAX_ATTEMPTS,
-    timeout: Annotated[float, typer.Option(help="Seconds per request.", min=0.01)] = DEFAULT_TOTAL_TIMEOUT,
-    connect_timeout: Annotated[float, typer.Option(help="Seconds to connect.", min=0.01)] = DEFAULT_CONNECT_TIMEOUT,
-    give_up_after: Annotated[float, typer.Option(
-        help="Stop (resumable) when nothing succeeded for this many seconds.", min=0.1)] = DEFAULT_GIVE_UP_AFTER,
-    drain_timeout: Annotated[float, typer.Option(
-        help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)] = DEFAULT_DRAIN_TIMEOUT,
-    rejects: Annotated[Path | None, typer.Option(
-        help="Write every rejected row to this .csv or .parquet file.", show_default=False)] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Start a local collector and send there; show what it received."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Send nothing: print the requests, as preview does.")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option(help="Requests in flight at once.", min=1)
+    ] = DEFAULT_CONCURRENCY,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="At most N requests per second.", min=0.001, show_default=False),
+    ] = None,
+    max_attempts: Annotated[
+        int, typer.Option(help="Attempts per row.", min=1)
+    ] = DEFAULT_MAX_ATTEMPTS,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds per request.", min=0.01)
+    ] = DEFAULT_TOTAL_TIMEOUT,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to connect.", min=0.01)
+    ] = DEFAULT_CONNECT_TIMEOUT,
+    give_up_after: Annotated[
+        float,
+        typer.Option(
+            help="Stop (resumable) when nothing succeeded for this many seconds.", min=0.1
+        ),
+    ] = DEFAULT_GIVE_UP_AFTER,
+    drain_timeout: Annotated[
+        float, typer.Option(help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)
+    ] = DEFAULT_DRAIN_TIMEOUT,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every rejected row to this .csv or .parquet file.", show_default=False
+        ),
+    ] = None,
     ledger: LedgerOpt = DEFAULT_LEDGER,
-    no_ledger: Annotated[bool, typer.Option(
-        "--no-ledger", help="Keep no ledger: the run cannot be resumed.")] = False,
-    new_run: Annotated[bool, typer.Option(
-        "--new-run", help="Start afresh although the ledger holds a run of this file.")] = False,
-    unknown: Annotated[UnknownPolicy, typer.Option(
-        help="Rows an interrupted run may have sent: 'resend' (never loses) or 'skip' "
-        "(never duplicates).")] = UnknownPolicy.RESEND,
+    no_ledger: Annotated[
+        bool, typer.Option("--no-ledger", help="Keep no ledger: the run cannot be resumed.")
+    ] = False,
+    new_run: Annotated[
+        bool,
+        typer.Option(
+            "--new-run", help="Start afresh although the ledger holds a run of this file."
+        ),
+    ] = False,
+    unknown: Annotated[
+        UnknownPolicy,
+        typer.Option(
+            help="Rows an interrupted run may have sent: 'resend' (never loses) or 'skip' "
+            "(never duplicates)."
+        ),
+    ] = UnknownPolicy.RESEND,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Validate, map and deliver every row, with retries; prints a report that reconciles.
 
-    Example: event-backfill send sample_data/offline_sales.csv --schema schemas/offline_sales.toml --sandbox
+    Example: event-backfill send sample_data/impressions.csv -s schemas/impressions.toml --sandbox
     """
     if dry_run:
         preview(files, schema, None, None, endpoint)
     options = SendOptions(
-        concurrency=concurrency, rate=rate, max_attempts=max_attempts, total_timeout=timeout,
-        connect_timeout=connect_timeout, give_up_after=give_up_after, drain_timeout=drain_timeout,
+        concurrency=concurrency,
+        rate=rate,
+        max_attempts=max_attempts,
+        total_timeout=timeout,
+        connect_timeout=connect_timeout,
+        give_up_after=give_up_after,
+        drain_timeout=drain_timeout,
     )
     control = Control()
     _on_signals(control)
-    report = _run(lambda: api.send(
-        files, schema=schema, endpoint=endpoint, sandbox=sandbox, options=options, rejects=rejects,
-        ledger=None if no_ledger else ledger, new_run=new_run, unknown=unknown.value,
-        progress=_progress(quiet), control=control))
+    report = _run(
+        lambda: api.send(
+            files,
+            schema=schema,
+            endpoint=endpoint,
+            sandbox=sandbox,
+            options=options,
+            rejects=rejects,
+            ledger=None if no_ledger else ledger,
+            new_run=new_run,
+            unknown=unknown.value,
+            progress=_progress(quiet),
+            control=control,
+        )
+    )
     _show(report, as_json)
     raise typer.Exit(report.exit_code)
 
@@ -240,13 +306,22 @@ def status(ledger: LedgerOpt = DEFAULT_LEDGER, as_json: JsonOpt = False) -> None
 @app.command()
 def retry(
     ledger: LedgerOpt = DEFAULT_LEDGER,
-    run: Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.", min=1)] = DEFAULT_CONCURRENCY,
-    rate: Annotated[float | None, typer.Option(
-        help="At most N requests per second.", min=0.001, show_default=False)] = None,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per row.", min=1)] = DEFAULT_MAX_ATTEMPTS,
-    give_up_after: Annotated[float, typer.Option(
-        help="Stop when nothing succeeded for this many seconds.", min=0.1)] = DEFAULT_GIVE_UP_AFTER,
+    run: Annotated[
+        int | None, typer.Option(help="Only this run's failures.", show_default=False)
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Requests in flight at once.", min=1)
+    ] = DEFAULT_CONCURRENCY,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="At most N requests per second.", min=0.001, show_default=False),
+    ] = None,
+    max_attempts: Annotated[
+        int, typer.Option(help="Attempts per row.", min=1)
+    ] = DEFAULT_MAX_ATTEMPTS,
+    give_up_after: Annotated[
+        float, typer.Option(help="Stop when nothing succeeded for this many seconds.", min=0.1)
+    ] = DEFAULT_GIVE_UP_AFTER,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -254,12 +329,16 @@ def retry(
 
     Example: event-backfill retry --ledger .backfill/ledger.sqlite
     """
-    options = SendOptions(concurrency=concurrency, rate=rate, max_attempts=max_attempts,
-                          give_up_after=give_up_after)
+    options = SendOptions(
+        concurrency=concurrency, rate=rate, max_attempts=max_attempts, give_up_after=give_up_after
+    )
     control = Control()
     _on_signals(control)
-    report = _run(lambda: api.retry(ledger=ledger, run=run, options=options,
-                                    progress=_progress(quiet), control=control))
+    report = _run(
+        lambda: api.retry(
+            ledger=ledger, run=run, options=options, progress=_progress(quiet), control=control
+        )
+    )
     _show(report, as_json)
     raise typer.Exit(report.exit_code)
 
@@ -268,7 +347,9 @@ def retry(
 def failures_export(
     out: Annotated[Path, typer.Argument(help="A .csv (spreadsheet-safe) or .parquet file.")],
     ledger: LedgerOpt = DEFAULT_LEDGER,
-    run: Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)] = None,
+    run: Annotated[
+        int | None, typer.Option(help="Only this run's failures.", show_default=False)
+    ] = None,
 ) -> None:
     """Write the failed rows with their last status and error to a file.
 
@@ -284,12 +365,16 @@ def _on_signals(control: Control) -> None:
 
     def handle(signum: int, frame: object) -> None:
         if control.requests:
-            sys.stderr.write("\nsecond signal: stopping at once; rows in flight will be "
-                             "reported as unknown when you resume\n")
+            sys.stderr.write(
+                "\nsecond signal: stopping at once; rows in flight will be "
+                "reported as unknown when you resume\n"
+            )
             sys.stderr.flush()
             os._exit(1)
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping; in-flight requests "
-                         "finish first (signal again to stop at once)\n")
+        sys.stderr.write(
+            f"\n{signal.Signals(signum).name}: stopping; in-flight requests "
+            "finish first (signal again to stop at once)\n"
+        )
         control.request_stop()
 
     signal.signal(signal.SIGINT, handle)
@@ -299,36 +384,64 @@ def _on_signals(control: Control) -> None:
 @app.command()
 def collector(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)] = DEFAULT_PORT,
-    record: Annotated[Path | None, typer.Option(
-        help="Record every request to this .ndjson or .sqlite file.", show_default=False)] = None,
+    port: Annotated[
+        int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)
+    ] = DEFAULT_PORT,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            help="Record every request to this .ndjson or .sqlite file.", show_default=False
+        ),
+    ] = None,
     fail_rate: Annotated[float, typer.Option(help="Share of requests answered 500/503.")] = 0.0,
-    throttle_rate: Annotated[float, typer.Option(help="Share answered 429 with Retry-After.")] = 0.0,
+    throttle_rate: Annotated[
+        float, typer.Option(help="Share answered 429 with Retry-After.")
+    ] = 0.0,
     retry_after: Annotated[float, typer.Option(help="Retry-After seconds of the 429s.")] = 1.0,
-    retry_after_date: Annotated[bool, typer.Option(
-        "--retry-after-date", help="Send Retry-After as an HTTP date.")] = False,
+    retry_after_date: Annotated[
+        bool, typer.Option("--retry-after-date", help="Send Retry-After as an HTTP date.")
+    ] = False,
     latency: Annotated[float, typer.Option(help="Seconds added to every answer.")] = 0.0,
     reset_rate: Annotated[float, typer.Option(help="Share of connections reset.")] = 0.0,
     hang_rate: Annotated[float, typer.Option(help="Share of requests left hanging.")] = 0.0,
     hang_seconds: Annotated[float, typer.Option(help="How long a hang lasts.")] = 60.0,
-    bad_request_match: Annotated[str | None, typer.Option(
-        help="Answer 400 to queries matching this regular expression.", show_default=False)] = None,
-    bad_request_window: Annotated[str | None, typer.Option(
-        help="Answer 400 to everything between START:END seconds after the first request.",
-        show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for fault choices.", show_default=False)] = None,
+    bad_request_match: Annotated[
+        str | None,
+        typer.Option(
+            help="Answer 400 to queries matching this regular expression.", show_default=False
+        ),
+    ] = None,
+    bad_request_window: Annotated[
+        str | None,
+        typer.Option(
+            help="Answer 400 to everything between START:END seconds after the first request.",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for fault choices.", show_default=False)
+    ] = None,
 ) -> None:
     """Run a local Event API receiver that records what it gets, with optional faults.
 
     Example: event-backfill collector --port 8765 --record received.ndjson --fail-rate 0.1
     """
     window = _run(lambda: _window(bad_request_window))
-    faults = _run(lambda: Faults(
-        error_rate=fail_rate, throttle_rate=throttle_rate, retry_after=retry_after,
-        retry_after_date=retry_after_date, latency=latency, reset_rate=reset_rate,
-        hang_rate=hang_rate, hang_seconds=hang_seconds, bad_request_match=bad_request_match,
-        bad_request_window=window, seed=seed,
-    ))
+    faults = _run(
+        lambda: Faults(
+            error_rate=fail_rate,
+            throttle_rate=throttle_rate,
+            retry_after=retry_after,
+            retry_after_date=retry_after_date,
+            latency=latency,
+            reset_rate=reset_rate,
+            hang_rate=hang_rate,
+            hang_seconds=hang_seconds,
+            bad_request_match=bad_request_match,
+            bad_request_window=window,
+            seed=seed,
+        )
+    )
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def announce(line: str) -> None:
@@ -336,7 +449,9 @@ def collector(
         sys.stdout.flush()
 
     try:
-        _run(lambda: asyncio.run(serve(host, port, record=record, faults=faults, announce=announce)))
+        _run(
+            lambda: asyncio.run(serve(host, port, record=record, faults=faults, announce=announce))
+        )
     except KeyboardInterrupt:
         typer.echo("collector stopped", err=True)
 

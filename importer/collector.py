@@ -89,8 +89,14 @@ def check_query(pairs: list[tuple[str, str]]) -> list[str]:
         if not _DIGITS.fullmatch(params.get(name, "")):
             problems.append(rule)
     user, event = params.get("u", ""), params.get("n", "")
-    problems += ["user-id-empty"] if not user else (["user-id-control"] if _CONTROL.search(user) else [])
-    problems += ["event-name-empty"] if not event else (["event-name-control"] if _CONTROL.search(event) else [])
+    problems += (
+        ["user-id-empty"] if not user else (["user-id-control"] if _CONTROL.search(user) else [])
+    )
+    problems += (
+        ["event-name-empty"]
+        if not event
+        else (["event-name-control"] if _CONTROL.search(event) else [])
+    )
     experiments = [(k[1:], v) for k, v in pairs if k.startswith("x")]
     if not experiments:
         problems.append("experiment-missing")
@@ -127,8 +133,11 @@ class Stats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts."""
         return {
-            "received": self.received, "accepted": self.accepted, "invalid": self.invalid,
-            "duplicates": self.duplicates, "value_total": self.value_total,
+            "received": self.received,
+            "accepted": self.accepted,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "value_total": self.value_total,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "rules": dict(self.rules),
         }
@@ -148,8 +157,8 @@ class Recorder:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS requests (t REAL, host TEXT, query TEXT, status INTEGER,"
-                " retry_not_before REAL, problems TEXT)"
+                "CREATE TABLE IF NOT EXISTS requests (t REAL, host TEXT, query TEXT, "
+                "status INTEGER, retry_not_before REAL, problems TEXT)"
             )
         else:
             self._file = self.path.open("a", encoding="utf-8", buffering=1)
@@ -161,8 +170,14 @@ class Recorder:
         elif self._db is not None:
             self._db.execute(
                 "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?)",
-                (record["t"], record["host"], record["query"], record["status"],
-                 record.get("retry_not_before"), ",".join(record.get("problems", []))),
+                (
+                    record["t"],
+                    record["host"],
+                    record["query"],
+                    record["status"],
+                    record.get("retry_not_before"),
+                    ",".join(record.get("problems", [])),
+                ),
             )
 
     def close(self) -> None:
@@ -182,8 +197,9 @@ class Collector:
         keep: also keep every record in memory (``records``), for tests and the sandbox.
     """
 
-    def __init__(self, *, record: str | Path | None = None, faults: Faults | None = None,
-                 keep: bool = False) -> None:
+    def __init__(
+        self, *, record: str | Path | None = None, faults: Faults | None = None, keep: bool = False
+    ) -> None:
         self.faults = faults or Faults()
         self.recorder = Recorder(record)
         self.keep = keep
@@ -191,7 +207,9 @@ class Collector:
         self.stats = Stats()
         self._seen: set[str] = set()
         self._random = random.Random(self.faults.seed)
-        self._pattern = re.compile(self.faults.bad_request_match) if self.faults.bad_request_match else None
+        self._pattern = (
+            re.compile(self.faults.bad_request_match) if self.faults.bad_request_match else None
+        )
         self.started = time.time()
         self.first_request: float | None = None
         self._runner: web.AppRunner | None = None
@@ -206,18 +224,20 @@ class Collector:
 
     async def start(self, host: str = DEFAULT_HOST, port: int = 0) -> str:
         """Listen on host:port (0 picks a free port); returns the endpoint URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port") from exc
-        server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port"
+            ) from exc
+        server: Any = site._server  # aiohttp keeps the bound asyncio.Server here
+        bound = server.sockets[0].getsockname()[1]
         self.started = time.time()
         self.url = f"http://{host}:{bound}/event"
         return self.url
@@ -265,10 +285,12 @@ class Collector:
         if self._pattern is not None and self._pattern.search(query):
             return "400"
         roll = self._random.random()
-        for name, rate in (("500" if self._random.random() < 0.5 else "503", self.faults.error_rate),
-                           ("throttle", self.faults.throttle_rate),
-                           ("reset", self.faults.reset_rate),
-                           ("hang", self.faults.hang_rate)):
+        for name, rate in (
+            ("500" if self._random.random() < 0.5 else "503", self.faults.error_rate),
+            ("throttle", self.faults.throttle_rate),
+            ("reset", self.faults.reset_rate),
+            ("hang", self.faults.hang_rate),
+        ):
             if roll < rate:
                 return name
             roll -= rate
@@ -322,11 +344,19 @@ class RunningCollector:
             collector.stats.accepted
     """
 
-    def __init__(self, *, host: str = DEFAULT_HOST, port: int = 0, record: str | Path | None = None,
-                 faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        record: str | Path | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self.collector = Collector(record=record, faults=faults, keep=True)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="collector", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="collector", daemon=True
+        )
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self.collector.start(host, port), self._loop)
         try:
@@ -388,8 +418,9 @@ class RunningCollector:
         self.stop()
 
 
-async def serve(host: str, port: int, *, record: str | Path | None, faults: Faults,
-                announce: Any = print) -> None:
+async def serve(
+    host: str, port: int, *, record: str | Path | None, faults: Faults, announce: Any = print
+) -> None:
     """Run a collector until cancelled (the ``event-backfill collector`` command)."""
     collector = Collector(record=record, faults=faults)
     url = await collector.start(host, port)

@@ -11,6 +11,7 @@ in the spec. Parameters go in the spec example's order: a, n, u, x…, v, g, d, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeAlias
 from urllib.parse import quote as _quote
 
 import numpy as np
@@ -19,7 +20,8 @@ import pyarrow.compute as pc
 
 PARAM_ORDER = ("a", "n", "u", "x", "v", "g", "d", "s", "time")
 _SAFE_TEXT = r"^[A-Za-z0-9_.~-]*$"
-Piece = pa.Array | str | None
+# A per-row column of text, a constant for every row, or nothing (the parameter is left out).
+Piece: TypeAlias = "pa.Array | str | None"
 
 
 def quote(text: str, *, safe: str = "") -> str:

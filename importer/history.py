@@ -43,30 +43,72 @@ def status(path: str | Path) -> pd.DataFrame:
     try:
         runs = db.execute(
             "SELECT id, source_name, endpoint, created, updated, finished, watermark, rows_seen, "
-            "sent, rejected, duplicates, unknown_skipped FROM runs ORDER BY id").fetchall()
+            "sent, rejected, duplicates, unknown_skipped FROM runs ORDER BY id"
+        ).fetchall()
         out = []
-        for (run, name, endpoint, created, updated, finished, watermark, seen, sent, rejected,
-             duplicates, skipped_unknown) in runs:
+        for (
+            run,
+            name,
+            endpoint,
+            created,
+            updated,
+            finished,
+            watermark,
+            seen,
+            sent,
+            rejected,
+            duplicates,
+            skipped_unknown,
+        ) in runs:
             settled, leased = IntervalSet([(0, watermark)]), IntervalSet()
             for kind, start, stop in db.execute(
-                    "SELECT kind, start, stop FROM ranges WHERE run_id = ?", (run,)):
+                "SELECT kind, start, stop FROM ranges WHERE run_id = ?", (run,)
+            ):
                 (settled if kind == "settled" else leased).add_ranges([(start, stop)])
-            (failed,) = db.execute("SELECT count(*) FROM failures WHERE run_id = ?", (run,)).fetchone()
-            out.append({
-                "run": run, "source": name, "endpoint": endpoint,
-                "state": "finished" if finished else "stopped",
-                "rows_seen": seen, "settled": len(settled), "sent": sent, "rejected": rejected,
-                "failed": failed, "duplicates": duplicates, "unknown": len(leased.difference(settled)),
-                "unknown_skipped": skipped_unknown,
-                "created": _iso(created), "last_activity": _iso(updated),
-            })
+            (failed,) = db.execute(
+                "SELECT count(*) FROM failures WHERE run_id = ?", (run,)
+            ).fetchone()
+            out.append(
+                {
+                    "run": run,
+                    "source": name,
+                    "endpoint": endpoint,
+                    "state": "finished" if finished else "stopped",
+                    "rows_seen": seen,
+                    "settled": len(settled),
+                    "sent": sent,
+                    "rejected": rejected,
+                    "failed": failed,
+                    "duplicates": duplicates,
+                    "unknown": len(leased.difference(settled)),
+                    "unknown_skipped": skipped_unknown,
+                    "created": _iso(created),
+                    "last_activity": _iso(updated),
+                }
+            )
     finally:
         db.close()
     import pandas as pd
 
-    frame = pd.DataFrame(out, columns=[
-        "run", "source", "endpoint", "state", "rows_seen", "settled", "sent", "rejected", "failed",
-        "duplicates", "unknown", "unknown_skipped", "created", "last_activity"])
+    frame = pd.DataFrame(
+        out,
+        columns=[
+            "run",
+            "source",
+            "endpoint",
+            "state",
+            "rows_seen",
+            "settled",
+            "sent",
+            "rejected",
+            "failed",
+            "duplicates",
+            "unknown",
+            "unknown_skipped",
+            "created",
+            "last_activity",
+        ],
+    )
     if _in_use(Path(path)) and len(frame):
         frame.loc[frame.index[-1], "state"] = "running"
     return frame
@@ -97,7 +139,9 @@ def failures(path: str | Path, *, run: int | None = None) -> pd.DataFrame:
         where, args = ("WHERE run_id = ?", (run,)) if run is not None else ("", ())
         rows = db.execute(
             f"SELECT run_id, file, row, line, url, attempts, status, error, time FROM failures "
-            f"{where} ORDER BY run_id, position", args).fetchall()
+            f"{where} ORDER BY run_id, position",
+            args,
+        ).fetchall()
     finally:
         db.close()
     import pandas as pd
@@ -170,14 +214,22 @@ class RetryLedger:
         if not (done or failed):
             return
         with Transaction(self.db, self.path):
-            self.db.executemany("DELETE FROM failures WHERE run_id = ? AND position = ?",
-                                [(self.run, p) for p in done])
+            self.db.executemany(
+                "DELETE FROM failures WHERE run_id = ? AND position = ?",
+                [(self.run, p) for p in done],
+            )
             self.db.executemany(
                 "UPDATE failures SET attempts = attempts + ?, status = ?, error = ?, time = ? "
                 "WHERE run_id = ? AND position = ?",
-                [(f.attempts, f.status, f.error, time.time(), self.run, f.position) for f in failed])
-            self.db.execute("UPDATE runs SET sent = sent + ?, failed = failed - ?, updated = ? "
-                            "WHERE id = ?", (len(done), len(done), time.time(), self.run))
+                [
+                    (f.attempts, f.status, f.error, time.time(), self.run, f.position)
+                    for f in failed
+                ],
+            )
+            self.db.execute(
+                "UPDATE runs SET sent = sent + ?, failed = failed - ?, updated = ? WHERE id = ?",
+                (len(done), len(done), time.time(), self.run),
+            )
 
     def close(self) -> None:
         self.flush()
@@ -187,7 +239,8 @@ class RetryLedger:
 def _failure_work(db: Any, run: int) -> list[Work]:
     rows = db.execute(
         "SELECT position, file, row, line, url FROM failures WHERE run_id = ? ORDER BY position",
-        (run,)).fetchall()
+        (run,),
+    ).fetchall()
     by_file: dict[str, Work] = {}
     for position, file, row, line, url in rows:
         work = by_file.setdefault(file, Work([], [], [], [], [], file, [], []))
@@ -217,16 +270,20 @@ async def retry_async(path: str | Path, settings: RunSettings, *, run: int | Non
     db = _open_existing(ledger_path)
     lock = FileLock(ledger_path)
     try:
-        runs = [run] if run is not None else [
-            r for (r,) in db.execute("SELECT DISTINCT run_id FROM failures ORDER BY run_id")]
+        runs = (
+            [run]
+            if run is not None
+            else [r for (r,) in db.execute("SELECT DISTINCT run_id FROM failures ORDER BY run_id")]
+        )
         report = Report("retry", source=f"failures in {ledger_path}")
         for run_id in runs:
             works = _failure_work(db, run_id)
             report.rows_read += sum(len(w) for w in works)
             tracker = RetryLedger(ledger_path, run_id)
             try:
-                await deliver(_works_feed(works), tracker, report, settings,
-                              total=sum(len(w) for w in works))
+                await deliver(
+                    _works_feed(works), tracker, report, settings, total=sum(len(w) for w in works)
+                )
             finally:
                 tracker.close()
             if report.extra.get("stopped"):

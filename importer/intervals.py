@@ -89,7 +89,9 @@ class IntervalSet:
         """The positions of this set that are not in ``other``."""
         result = self.copy()
         for start, stop in other.ranges:
-            result.remove(range(start, stop)) if stop - start < 1_000_000 else result._cut(start, stop)
+            result.remove(range(start, stop)) if stop - start < 1_000_000 else result._cut(
+                start, stop
+            )
         return result
 
     def _cut(self, start: int, stop: int) -> None:

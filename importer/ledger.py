@@ -98,8 +98,9 @@ class Resume:
     policy: Unknown
 
 
-def work_of(file: str, events: pa.Table, keep: np.ndarray | None = None,
-            positions: list[int] | None = None) -> Work | None:
+def work_of(
+    file: str, events: pa.Table, keep: np.ndarray | None = None, positions: list[int] | None = None
+) -> Work | None:
     """Valid rows (those where ``keep`` is true) of one file as sender Work."""
     if keep is not None and not keep.all():
         events = events.filter(pa.array(keep))
@@ -194,8 +195,9 @@ class FileLock:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise LedgerError(f"{path}: cannot create the ledger here ({exc.strerror}); "
-                              "pass another --ledger") from exc
+            raise LedgerError(
+                f"{path}: cannot create the ledger here ({exc.strerror}); pass another --ledger"
+            ) from exc
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -225,9 +227,16 @@ class SqliteLedger:
         dedupe: whether the schema has a dedupe key.
     """
 
-    def __init__(self, path: str | Path, key: RunKey, *, new_run: bool = False,
-                 unknown: Unknown = "resend", flush_rows: int = DEFAULT_FLUSH_ROWS,
-                 dedupe: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        key: RunKey,
+        *,
+        new_run: bool = False,
+        unknown: Unknown = "resend",
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+        dedupe: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.key = key
         self.flush_rows = flush_rows
@@ -273,14 +282,23 @@ class SqliteLedger:
         cursor = self.db.execute(
             "INSERT INTO runs (source_key, source_name, source_fingerprint, schema_fingerprint, "
             "endpoint, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key.source_key, key.source_name, key.source_fingerprint, key.schema_fingerprint,
-             key.endpoint, now, now),
+            (
+                key.source_key,
+                key.source_name,
+                key.source_fingerprint,
+                key.schema_fingerprint,
+                key.endpoint,
+                now,
+                now,
+            ),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid, False
 
     def _load_ranges(self) -> tuple[IntervalSet, IntervalSet]:
-        (watermark,) = self.db.execute("SELECT watermark FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+        (watermark,) = self.db.execute(
+            "SELECT watermark FROM runs WHERE id = ?", (self.run_id,)
+        ).fetchone()
         settled = IntervalSet([(0, watermark)])
         leased = IntervalSet()
         for kind, start, stop in self.db.execute(
@@ -290,18 +308,22 @@ class SqliteLedger:
         return settled, leased.difference(settled)
 
     def _apply_unknown(self, resumed: bool, policy: Unknown) -> Resume:
-        sent, = self.db.execute("SELECT sent FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+        (sent,) = self.db.execute("SELECT sent FROM runs WHERE id = ?", (self.run_id,)).fetchone()
         unknown = self.leased.copy()
         count = len(unknown)
         if count:
             with self._transaction():
                 if policy == "skip":
                     self.settled.add_ranges(unknown.ranges)
-                    self.db.execute("UPDATE runs SET unknown_skipped = unknown_skipped + ? "
-                                    "WHERE id = ?", (count, self.run_id))
+                    self.db.execute(
+                        "UPDATE runs SET unknown_skipped = unknown_skipped + ? WHERE id = ?",
+                        (count, self.run_id),
+                    )
                 else:
-                    self.db.execute("UPDATE runs SET unknown_resent = unknown_resent + ? "
-                                    "WHERE id = ?", (count, self.run_id))
+                    self.db.execute(
+                        "UPDATE runs SET unknown_resent = unknown_resent + ? WHERE id = ?",
+                        (count, self.run_id),
+                    )
                 self.leased = IntervalSet()
                 self._write_ranges()
         return Resume(self.run_id, resumed, int(sent), len(self.settled), count, policy)
@@ -348,11 +370,14 @@ class SqliteLedger:
                 leased = [p for p, k in zip(positions, keep, strict=True) if k]
             if keep is not None and keys is not None:
                 self._leased_keys.update(
-                    (p, k) for p, k, kept in zip(positions, keys, keep, strict=True) if kept)
+                    (p, k) for p, k, kept in zip(positions, keys, keep, strict=True) if kept
+                )
             if duplicates:
                 self.settled.add(duplicates)
-                self.db.execute("UPDATE runs SET duplicates = duplicates + ? WHERE id = ?",
-                                (len(duplicates), self.run_id))
+                self.db.execute(
+                    "UPDATE runs SET duplicates = duplicates + ? WHERE id = ?",
+                    (len(duplicates), self.run_id),
+                )
                 self._write_ranges()
             self._add_lease(leased)
         return Admitted(work_of(file, events, keep, positions), len(duplicates))
@@ -395,8 +420,21 @@ class SqliteLedger:
             if failed:
                 self.db.executemany(
                     "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(self.run_id, f.position, f.file, f.row, f.line, f.url, f.attempts,
-                      f.status, f.error, time.time()) for f in failed],
+                    [
+                        (
+                            self.run_id,
+                            f.position,
+                            f.file,
+                            f.row,
+                            f.line,
+                            f.url,
+                            f.attempts,
+                            f.status,
+                            f.error,
+                            time.time(),
+                        )
+                        for f in failed
+                    ],
                 )
             self._drop_keys(released)
             for position in settled_now:
@@ -409,8 +447,9 @@ class SqliteLedger:
             self.flush()
             if finished:
                 with self._transaction():
-                    self.db.execute("UPDATE runs SET finished = ? WHERE id = ?",
-                                    (time.time(), self.run_id))
+                    self.db.execute(
+                        "UPDATE runs SET finished = ? WHERE id = ?", (time.time(), self.run_id)
+                    )
             self.db.close()
         finally:
             self._file_lock.release()
@@ -434,15 +473,19 @@ class SqliteLedger:
         self.db.executemany("INSERT INTO ranges VALUES (?, ?, ?, ?)", rows)
         self.db.execute(
             "UPDATE runs SET watermark = ?, sent = sent + ?, failed = failed + ?, updated = ? "
-            "WHERE id = ?", (watermark, sent, failed, time.time(), self.run_id))
+            "WHERE id = ?",
+            (watermark, sent, failed, time.time(), self.run_id),
+        )
 
     def _add_lease(self, positions: list[int]) -> None:
         """Record new leases by appending their ranges (the next flush rewrites them all)."""
         fresh = IntervalSet()
         fresh.add(positions)
         self.leased.add_ranges(fresh.ranges)
-        self.db.executemany("INSERT OR REPLACE INTO ranges VALUES (?, 'leased', ?, ?)",
-                            [(self.run_id, a, b) for a, b in fresh.ranges])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO ranges VALUES (?, 'leased', ?, ?)",
+            [(self.run_id, a, b) for a, b in fresh.ranges],
+        )
 
     def _claim(self, keys: list[str], positions: list[int]) -> np.ndarray:
         """Claim each row's dedupe key; False where another row already owns it.
@@ -463,19 +506,29 @@ class SqliteLedger:
         if inserted == len(keys):
             return np.ones(len(keys), dtype=bool)  # all new: the usual case
         owners = {
-            key: (run_id, position) for key, run_id, position in self.db.execute(
+            key: (run_id, position)
+            for key, run_id, position in self.db.execute(
                 "SELECT d.key, d.run_id, d.position FROM json_each(?) AS k JOIN dedupe_keys AS d "
-                "ON d.destination = ? AND d.key = k.value ->> 0", (pairs, destination))
+                "ON d.destination = ? AND d.key = k.value ->> 0",
+                (pairs, destination),
+            )
         }
-        return np.array([owners.get(key) == (self.run_id, position)
-                         for key, position in zip(keys, positions, strict=True)], dtype=bool)
+        return np.array(
+            [
+                owners.get(key) == (self.run_id, position)
+                for key, position in zip(keys, positions, strict=True)
+            ],
+            dtype=bool,
+        )
 
     def _drop_keys(self, positions: list[int]) -> None:
         """Free the keys of rows that certainly never left (a graceful stop released them)."""
         keys = [self._leased_keys.pop(p) for p in positions if p in self._leased_keys]
         if keys:
-            self.db.executemany("DELETE FROM dedupe_keys WHERE destination = ? AND key = ?",
-                                [(self.key.endpoint, key) for key in keys])
+            self.db.executemany(
+                "DELETE FROM dedupe_keys WHERE destination = ? AND key = ?",
+                [(self.key.endpoint, key) for key in keys],
+            )
 
 
 class Transaction:
@@ -515,5 +568,14 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
 
 
-__all__ = ["DEFAULT_LEDGER", "SANDBOX", "Admitted", "MemoryLedger", "Resume", "RunKey",
-           "SqliteLedger", "connect", "work_of"]
+__all__ = [
+    "DEFAULT_LEDGER",
+    "SANDBOX",
+    "Admitted",
+    "MemoryLedger",
+    "Resume",
+    "RunKey",
+    "SqliteLedger",
+    "connect",
+    "work_of",
+]

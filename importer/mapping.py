@@ -62,7 +62,9 @@ class Mapped:
 class Mapper:
     """Maps batches with one schema; constants are checked and encoded once."""
 
-    def __init__(self, schema: Schema, *, endpoint: str | None = None, now: float | None = None) -> None:
+    def __init__(
+        self, schema: Schema, *, endpoint: str | None = None, now: float | None = None
+    ) -> None:
         self.schema = schema
         self.endpoint = endpoint or schema.endpoint
         self.now = _time.time() if now is None else now
@@ -83,11 +85,18 @@ class Mapper:
         params["u"] = self._user(texts, found)
         params["n"] = self._text(self.schema.event_name, texts, found, "event-name")
         params["x"], experiment_ids = self._experiments(texts, found)
-        params["g"] = experiment_ids if self.schema.kind == "impression" else self._goals(texts, found)
+        params["g"] = (
+            experiment_ids if self.schema.kind == "impression" else self._goals(texts, found)
+        )
         params["v"] = self._value(texts, found, data)
         params["time"] = pc.cast(
-            parse_times(data.column(self.schema.time.column), self.schema.time,
-                        self.schema.checks, self.now, found),
+            parse_times(
+                data.column(self.schema.time.column),
+                self.schema.time,
+                self.schema.checks,
+                self.now,
+                found,
+            ),
             pa.string(),
         )
         params["s"] = self._segments(texts, found)
@@ -96,7 +105,9 @@ class Mapper:
 
     # -- fields -------------------------------------------------------------------------
 
-    def _digits(self, spec: DigitsField, texts: _Texts, found: Violations, rule: str) -> encode.Piece:
+    def _digits(
+        self, spec: DigitsField, texts: _Texts, found: Violations, rule: str
+    ) -> encode.Piece:
         if spec.value is not None:
             return spec.value
         assert spec.column is not None
@@ -110,7 +121,9 @@ class Mapper:
         assert spec.column is not None
         cells = texts.get(spec.column)
         found.add(pc.equal(pc.binary_length(cells), 0), f"{prefix}-empty", spec.column, cells)
-        found.add(pc.match_substring_regex(cells, _CONTROL), f"{prefix}-control", spec.column, cells)
+        found.add(
+            pc.match_substring_regex(cells, _CONTROL), f"{prefix}-control", spec.column, cells
+        )
         return cells
 
     def _user(self, texts: _Texts, found: Violations) -> encode.Piece:
@@ -131,7 +144,11 @@ class Mapper:
         size = found.size
         flagged = np.zeros(size, dtype=bool)  # rows already rejected as experiment-missing
         for pair in self.schema.experiments:
-            exp = pair.experiment if pair.experiment is not None else texts.get(pair.experiment_column)
+            exp = (
+                pair.experiment
+                if pair.experiment is not None
+                else texts.get(pair.experiment_column)
+            )
             var = pair.variation if pair.variation is not None else texts.get(pair.variation_column)
             exp_arr = _broadcast(exp, size)
             var_arr = _broadcast(var, size)
@@ -146,12 +163,18 @@ class Mapper:
             present = ~exp_empty & ~var_empty
             bad_exp = present & ~_np(pc.ascii_is_decimal(exp_arr))
             bad_var = present & ~_np(pc.match_substring_regex(var_arr, _VARIATION))
-            found.add(bad_exp, "experiment-id-digits", pair.experiment_column or "experiment", exp_arr)
+            found.add(
+                bad_exp, "experiment-id-digits", pair.experiment_column or "experiment", exp_arr
+            )
             found.add(bad_var, "variation-id-format", pair.variation_column or "variation", var_arr)
             keep = pa.array(present)
-            fragments.append(pc.if_else(
-                keep, pc.binary_join_element_wise("x", exp_arr, "=", var_arr, ""), pa.scalar(None, pa.string())
-            ))
+            fragments.append(
+                pc.if_else(
+                    keep,
+                    pc.binary_join_element_wise("x", exp_arr, "=", var_arr, ""),
+                    pa.scalar(None, pa.string()),
+                )
+            )
             ids.append(pc.if_else(keep, exp_arr, pa.scalar(None, pa.string())))
         if self.schema.buckets is not None:
             frag, exp_ids, bad = self._buckets(texts, found)
@@ -225,7 +248,9 @@ class Mapper:
             empty = pc.equal(pc.binary_length(cells), 0)
             if segment.required:
                 found.add(empty, "segment-missing", segment.column, cells)
-            found.add(pc.match_substring_regex(cells, _CONTROL), "segment-control", segment.column, cells)
+            found.add(
+                pc.match_substring_regex(cells, _CONTROL), "segment-control", segment.column, cells
+            )
             value = pc.if_else(empty, pa.scalar(None, pa.string()), encode.quote_array(cells))
             pieces.append(pc.binary_join_element_wise(f"s{segment.id}=", value, ""))
         if not pieces:
@@ -233,7 +258,9 @@ class Mapper:
         if all(isinstance(p, str) for p in pieces):
             return "&".join(str(p) for p in pieces)
         joined = encode.join_present(pieces, "&", found.size)
-        return pc.if_else(pc.equal(pc.binary_length(joined), 0), pa.scalar(None, pa.string()), joined)
+        return pc.if_else(
+            pc.equal(pc.binary_length(joined), 0), pa.scalar(None, pa.string()), joined
+        )
 
     def _keys(self, texts: _Texts, found: Violations) -> pa.Array | None:
         if not self.schema.dedupe_key:
@@ -246,12 +273,15 @@ class Mapper:
     # -- output -------------------------------------------------------------------------
 
     def _finish(
-        self, batch: Batch, found: Violations, params: dict[str, encode.Piece] | None,
+        self,
+        batch: Batch,
+        found: Violations,
+        params: dict[str, encode.Piece] | None,
         keys: pa.Array | None,
     ) -> Mapped:
         size = found.size
         valid = ~found.bad()
-        events = _empty_events()
+        events = empty_events()
         key_list: list[str] | None = None
         if params is not None and valid.any():
             events, too_long = self._events(batch, valid, params)
@@ -267,7 +297,9 @@ class Mapper:
         elif keys is not None:
             key_list = []
         rejects = _rejects(batch, found)
-        return Mapped(batch, valid, events, key_list, rejects, int((~valid).sum()) + len(batch.malformed))
+        return Mapped(
+            batch, valid, events, key_list, rejects, int((~valid).sum()) + len(batch.malformed)
+        )
 
     def _events(
         self, batch: Batch, valid: np.ndarray, params: dict[str, encode.Piece]
@@ -281,9 +313,21 @@ class Mapper:
         n, u = _quoted(picked["n"]), _quoted(picked["u"])
         pieces = encode.url_pieces(self.endpoint, picked["a"])
         pieces += [
-            "a=", picked["a"], "&n=", n, "&u=", u, "&", picked["x"],
-            encode.optional("&v=", picked["v"]), encode.optional("&g=", picked["g"]),
-            "&d=", picked["d"], encode.optional("&", picked["s"]), "&time=", picked["time"],
+            "a=",
+            picked["a"],
+            "&n=",
+            n,
+            "&u=",
+            u,
+            "&",
+            picked["x"],
+            encode.optional("&v=", picked["v"]),
+            encode.optional("&g=", picked["g"]),
+            "&d=",
+            picked["d"],
+            encode.optional("&", picked["s"]),
+            "&time=",
+            picked["time"],
         ]
         url = encode.concat(pieces, count)
         too_long = encode.lengths(url) > self.schema.checks.max_url_bytes
@@ -292,10 +336,14 @@ class Mapper:
             "position": pa.array(batch.positions[valid]),
             "file": pa.repeat(pa.scalar(batch.file), count),
             "row": pa.array(batch.rows[valid]),
-            "line": pa.array(lines, pa.int64()) if lines is not None else pa.nulls(count, pa.int64()),
+            "line": pa.array(lines, pa.int64())
+            if lines is not None
+            else pa.nulls(count, pa.int64()),
         }
         for name in PARAM_COLUMNS:
-            columns[name] = _column(picked[name], count, pa.int64() if name in ("v", "time") else pa.string())
+            columns[name] = _column(
+                picked[name], count, pa.int64() if name in ("v", "time") else pa.string()
+            )
         columns["url"] = url
         return pa.table(columns), too_long
 
@@ -320,7 +368,9 @@ def as_text(cells: pa.Array) -> pa.Array:
         cells = cells.combine_chunks()
     if pa.types.is_dictionary(cells.type):
         cells = cells.dictionary_decode()
-    if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)) or pa.types.is_large_string(cells.type):
+    if not (
+        pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)
+    ) or pa.types.is_large_string(cells.type):
         cells = pc.cast(cells, pa.string())
     return pc.utf8_trim_whitespace(pc.fill_null(cells, ""))
 
@@ -354,7 +404,10 @@ def _hash_ids(cells: encode.Piece, salt: str) -> encode.Piece:
         return hashlib.sha256((salt + cells).encode()).hexdigest()
     assert cells is not None
     encoded = cells.dictionary_encode()
-    hashed = [hashlib.sha256((salt + v).encode()).hexdigest() if v else "" for v in encoded.dictionary.to_pylist()]
+    hashed = [
+        hashlib.sha256((salt + v).encode()).hexdigest() if v else ""
+        for v in encoded.dictionary.to_pylist()
+    ]
     return pa.array(hashed, pa.string()).take(encoded.indices)
 
 
@@ -400,9 +453,17 @@ def _parse_buckets(text: str, fmt: str) -> tuple[str, str] | None:
     return "&".join(fragments), ",".join(ids)
 
 
-def _empty_events() -> pa.Table:
-    fields = [("position", pa.int64()), ("file", pa.string()), ("row", pa.int64()), ("line", pa.int64())]
-    fields += [(name, pa.int64() if name in ("v", "time") else pa.string()) for name in PARAM_COLUMNS]
+def empty_events() -> pa.Table:
+    """An events table with no rows."""
+    fields = [
+        ("position", pa.int64()),
+        ("file", pa.string()),
+        ("row", pa.int64()),
+        ("line", pa.int64()),
+    ]
+    fields += [
+        (name, pa.int64() if name in ("v", "time") else pa.string()) for name in PARAM_COLUMNS
+    ]
     fields.append(("url", pa.string()))
     return pa.schema(fields).empty_table()
 
@@ -411,28 +472,46 @@ def _rejects(batch: Batch, found: Violations) -> pa.Table:
     parts: list[pa.Table] = []
     for item in found.items:
         index = np.flatnonzero(item.mask)
-        raw = item.raw.take(pa.array(index)) if item.raw is not None else pa.nulls(len(index), pa.string())
-        parts.append(pa.table({
-            "file": pa.array([batch.file] * len(index), pa.string()),
-            "row": pa.array(batch.rows[index]),
-            "line": pa.array(batch.lines[index] if batch.lines is not None else [None] * len(index), pa.int64()),
-            "column": pa.array([item.column] * len(index), pa.string()),
-            "rule": pa.array([item.rule] * len(index), pa.string()),
-            "message": pa.array([RULES[item.rule]] * len(index), pa.string()),
-            "value": pc.cast(raw, pa.string()),
-            "position": pa.array(batch.positions[index]),
-        }))
+        raw = (
+            item.raw.take(pa.array(index))
+            if item.raw is not None
+            else pa.nulls(len(index), pa.string())
+        )
+        parts.append(
+            pa.table(
+                {
+                    "file": pa.array([batch.file] * len(index), pa.string()),
+                    "row": pa.array(batch.rows[index]),
+                    "line": pa.array(
+                        batch.lines[index] if batch.lines is not None else [None] * len(index),
+                        pa.int64(),
+                    ),
+                    "column": pa.array([item.column] * len(index), pa.string()),
+                    "rule": pa.array([item.rule] * len(index), pa.string()),
+                    "message": pa.array([RULES[item.rule]] * len(index), pa.string()),
+                    "value": pc.cast(raw, pa.string()),
+                    "position": pa.array(batch.positions[index]),
+                }
+            )
+        )
     if batch.malformed:
-        parts.append(pa.table({
-            "file": pa.array([batch.file] * len(batch.malformed), pa.string()),
-            "row": pa.array([m.row for m in batch.malformed], pa.int64()),
-            "line": pa.array([m.line for m in batch.malformed], pa.int64()),
-            "column": pa.array([""] * len(batch.malformed), pa.string()),
-            "rule": pa.array(["csv-malformed"] * len(batch.malformed), pa.string()),
-            "message": pa.array([f"{RULES['csv-malformed']} ({m.message})" for m in batch.malformed], pa.string()),
-            "value": pa.array([m.text for m in batch.malformed], pa.string()),
-            "position": pa.array([m.position for m in batch.malformed], pa.int64()),
-        }))
+        parts.append(
+            pa.table(
+                {
+                    "file": pa.array([batch.file] * len(batch.malformed), pa.string()),
+                    "row": pa.array([m.row for m in batch.malformed], pa.int64()),
+                    "line": pa.array([m.line for m in batch.malformed], pa.int64()),
+                    "column": pa.array([""] * len(batch.malformed), pa.string()),
+                    "rule": pa.array(["csv-malformed"] * len(batch.malformed), pa.string()),
+                    "message": pa.array(
+                        [f"{RULES['csv-malformed']} ({m.message})" for m in batch.malformed],
+                        pa.string(),
+                    ),
+                    "value": pa.array([m.text for m in batch.malformed], pa.string()),
+                    "position": pa.array([m.position for m in batch.malformed], pa.int64()),
+                }
+            )
+        )
     if not parts:
         return empty_rejects()
     return pa.concat_tables(parts).sort_by([("position", "ascending")])
@@ -440,8 +519,15 @@ def _rejects(batch: Batch, found: Violations) -> pa.Table:
 
 def empty_rejects() -> pa.Table:
     """A rejects table with no rows."""
-    return pa.schema([
-        ("file", pa.string()), ("row", pa.int64()), ("line", pa.int64()), ("column", pa.string()),
-        ("rule", pa.string()), ("message", pa.string()), ("value", pa.string()),
-        ("position", pa.int64()),
-    ]).empty_table()
+    return pa.schema(
+        [
+            ("file", pa.string()),
+            ("row", pa.int64()),
+            ("line", pa.int64()),
+            ("column", pa.string()),
+            ("rule", pa.string()),
+            ("message", pa.string()),
+            ("value", pa.string()),
+            ("position", pa.int64()),
+        ]
+    ).empty_table()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -35,7 +35,9 @@ def unsettled(batches: Iterator[Batch], ledger: Settled | None) -> Iterator[Batc
             yield batch
             continue
         done = ledger.settled_mask(batch.positions)
-        bad_done = ledger.settled_mask(np.array([m.position for m in batch.malformed], dtype=np.int64))
+        bad_done = ledger.settled_mask(
+            np.array([m.position for m in batch.malformed], dtype=np.int64)
+        )
         if not done.any() and not bad_done.any():
             yield batch
             continue
@@ -58,7 +60,7 @@ def mapped_batches(
     batch_size: int = DEFAULT_BATCH_SIZE,
     ledger: Settled | None = None,
     workers: int = DEFAULT_WORKERS,
-) -> Iterator[Mapped]:
+) -> Generator[Mapped, None, None]:
     """Read and map batches in order, mapping up to ``workers`` batches at once.
 
     Arrow's kernels release the GIL, so mapping in threads uses every core while this

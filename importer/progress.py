@@ -51,7 +51,9 @@ class TqdmProgress:
         disable: None lets tqdm switch itself off when not writing to a terminal.
     """
 
-    def __init__(self, *, auto: bool = False, file: Any = None, disable: bool | None = None) -> None:
+    def __init__(
+        self, *, auto: bool = False, file: Any = None, disable: bool | None = None
+    ) -> None:
         self.auto = auto
         self.file = file
         self.disable = disable
@@ -59,8 +61,15 @@ class TqdmProgress:
 
     def start(self, total: int | None, unit: str) -> None:
         tqdm = _tqdm(self.auto)
-        self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=self.file,
-                         disable=self.disable, dynamic_ncols=True, smoothing=0.1)
+        self._bar = tqdm(
+            total=total,
+            unit=unit,
+            unit_scale=True,
+            file=self.file,
+            disable=self.disable,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
 
     def advance(self, rows: int, **counts: int) -> None:
         if self._bar is None:
@@ -121,5 +130,5 @@ def in_notebook() -> bool:
     shell = sys.modules.get("IPython")
     if shell is None:
         return False
-    ipython = shell.get_ipython()  # type: ignore[attr-defined]
+    ipython = shell.get_ipython()
     return ipython is not None and "IPKernelApp" in getattr(ipython, "config", {})

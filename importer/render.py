@@ -19,17 +19,26 @@ def render_text(report: Report) -> str:
     """The whole report as lines of text."""
     out: list[str] = []
     sending = report.command not in ("check", "preview")
-    out.append(f"{report.command}: {report.source}" + (f"  (schema {report.schema})" if report.schema else ""))
+    out.append(
+        f"{report.command}: {report.source}"
+        + (f"  (schema {report.schema})" if report.schema else "")
+    )
     out += resume_lines(report.extra.get("resume"))
     out.append(f"rows read   {report.rows_read:>12,}")
     if sending:
-        for label, value in (("sent", report.sent), ("rejected", report.rejected),
-                             ("failed", report.failed), ("skipped", report.skipped),
-                             ("pending", report.pending)):
+        for label, value in (
+            ("sent", report.sent),
+            ("rejected", report.rejected),
+            ("failed", report.failed),
+            ("skipped", report.skipped),
+            ("pending", report.pending),
+        ):
             out.append(f"{label:<11} {value:>12,}")
         if report.skipped:
-            out.append(f"  ({report.skipped_done:,} done in an earlier run, "
-                       f"{report.skipped_duplicate:,} duplicate dedupe keys)")
+            out.append(
+                f"  ({report.skipped_done:,} done in an earlier run, "
+                f"{report.skipped_duplicate:,} duplicate dedupe keys)"
+            )
     else:
         out.append(f"valid       {report.valid:>12,}")
         out.append(f"rejected    {report.rejected:>12,}")
@@ -42,7 +51,8 @@ def render_text(report: Report) -> str:
     if collector:
         out.append(
             f"the sandbox collector received {collector['received']:,} requests: "
-            f"{collector['accepted']:,} answered 200, {collector['invalid']:,} invalid by the spec, "
+            f"{collector['accepted']:,} answered 200, "
+            f"{collector['invalid']:,} invalid by the spec, "
             f"{collector['duplicates']:,} duplicate queries, sum of v {collector['value_total']:,}"
         )
     if report.sample_urls:
@@ -58,15 +68,21 @@ def resume_lines(resume: dict[str, Any] | None) -> list[str]:
     """What an earlier run of the same command had done, and what that means now."""
     if not resume or not resume["resumed"]:
         return []
-    out = [f"resumed: {resume['already_sent']:,} already sent, {resume['unknown']:,} unknown "
-           f"(run {resume['run_id']})"]
+    out = [
+        f"resumed: {resume['already_sent']:,} already sent, {resume['unknown']:,} unknown "
+        f"(run {resume['run_id']})"
+    ]
     if resume["unknown"]:
         if resume["policy"] == "resend":
-            out.append(f"  the {resume['unknown']:,} unknown rows are sent again: at most "
-                       f"{resume['unknown']:,} events may arrive twice (--unknown skip avoids that)")
+            out.append(
+                f"  the {resume['unknown']:,} unknown rows are sent again: at most "
+                f"{resume['unknown']:,} events may arrive twice (--unknown skip avoids that)"
+            )
         else:
-            out.append(f"  the {resume['unknown']:,} unknown rows are skipped: at most "
-                       f"{resume['unknown']:,} events may be missing (--unknown resend avoids that)")
+            out.append(
+                f"  the {resume['unknown']:,} unknown rows are skipped: at most "
+                f"{resume['unknown']:,} events may be missing (--unknown resend avoids that)"
+            )
     return out
 
 
@@ -94,7 +110,9 @@ def _events(stats: EventStats, label: str) -> list[str]:
     out.append(f"totals of v per event name ({label}):")
     width = max(len(name) for name in stats.per_event)
     for name, n in sorted(stats.per_event.items()):
-        out.append(f"  {name:<{width}}  {n:>10,} events   v = {stats.value_per_event.get(name, 0):,}")
+        out.append(
+            f"  {name:<{width}}  {n:>10,} events   v = {stats.value_per_event.get(name, 0):,}"
+        )
     return out
 
 
@@ -113,7 +131,9 @@ def histogram(days: Counter[date]) -> list[str]:
         while day < following:
             n = days.get(day, 0)
             total += n
-            cells.append("·" if n == 0 else _BARS[min(len(_BARS) - 1, (n * len(_BARS) - 1) // peak)])
+            cells.append(
+                "·" if n == 0 else _BARS[min(len(_BARS) - 1, (n * len(_BARS) - 1) // peak)]
+            )
             day += timedelta(days=1)
         out.append(f"  {month:%Y-%m} {''.join(cells):<31} {total:>10,}")
         month = following

@@ -73,8 +73,12 @@ class EventStats:
         self.future += int((times > now).sum())
         self.very_old += int((times < now - old_after * 86_400).sum())
         grouped = events.select(["n", "v"]).group_by("n").aggregate([("v", "sum"), ("n", "count")])
-        for name, total, n in zip(grouped.column("n").to_pylist(), grouped.column("v_sum").to_pylist(),
-                                  grouped.column("n_count").to_pylist(), strict=True):
+        for name, total, n in zip(
+            grouped.column("n").to_pylist(),
+            grouped.column("v_sum").to_pylist(),
+            grouped.column("n_count").to_pylist(),
+            strict=True,
+        ):
             self.per_event[name] += n
             self.value_per_event[name] += total or 0
 
@@ -169,16 +173,22 @@ class Report:
             self.sample_urls += mapped.events.column("url").slice(0, need).to_pylist()
 
     def _count_rules(self, rejects: pa.Table) -> None:
-        pairs = rejects.select(["rule", "position"]).group_by("rule").aggregate(
-            [("position", "count_distinct")]
+        pairs = (
+            rejects.select(["rule", "position"])
+            .group_by("rule")
+            .aggregate([("position", "count_distinct")])
         )
-        for rule, n in zip(pairs.column("rule").to_pylist(),
-                           pairs.column("position_count_distinct").to_pylist(), strict=True):
+        for rule, n in zip(
+            pairs.column("rule").to_pylist(),
+            pairs.column("position_count_distinct").to_pylist(),
+            strict=True,
+        ):
             self.rule_counts[rule] += n
             have = self.examples.setdefault(rule, [])
             if len(have) < EXAMPLES_PER_RULE:
                 rows = rejects.filter(pc.equal(rejects.column("rule"), rule)).slice(
-                    0, EXAMPLES_PER_RULE - len(have))
+                    0, EXAMPLES_PER_RULE - len(have)
+                )
                 have += [
                     {k: r[k] for k in ("file", "row", "line", "column", "value")}
                     for r in rows.to_pylist()
@@ -194,7 +204,8 @@ class Report:
     def rejects(self) -> pd.DataFrame:
         """Every broken rule of every rejected row (up to MAX_REJECTS_KEPT), as a DataFrame."""
         table = pa.concat_tables(self._rejects) if self._rejects else empty_rejects()
-        return table.drop_columns(["position"]).to_pandas()
+        frame: pd.DataFrame = table.drop_columns(["position"]).to_pandas()
+        return frame
 
     @property
     def failures(self) -> pd.DataFrame:
@@ -202,8 +213,9 @@ class Report:
         import pandas as pd
 
         columns = ["file", "row", "line", "url", "attempts", "status", "error"]
-        return pd.DataFrame([{c: getattr(f, c) for c in columns} for f in self._failures],
-                            columns=columns)
+        return pd.DataFrame(
+            [{c: getattr(f, c) for c in columns} for f in self._failures], columns=columns
+        )
 
     @property
     def skipped(self) -> int:
@@ -214,7 +226,9 @@ class Report:
     def accounting(self) -> str:
         """The line that must always hold."""
         if self.command in ("check", "preview"):
-            return f"rows read {self.rows_read:,} = valid {self.valid:,} + rejected {self.rejected:,}"
+            return (
+                f"rows read {self.rows_read:,} = valid {self.valid:,} + rejected {self.rejected:,}"
+            )
         return (
             f"rows read {self.rows_read:,} = sent {self.sent:,} + rejected {self.rejected:,} + "
             f"failed {self.failed:,} + skipped {self.skipped:,} + pending {self.pending:,}"
@@ -254,8 +268,13 @@ class Report:
             "notes": self.notes,
         }
         if self.command not in ("check", "preview"):
-            data.update(sent=self.sent, failed=self.failed, skipped_done=self.skipped_done,
-                        skipped_duplicate=self.skipped_duplicate, pending=self.pending)
+            data.update(
+                sent=self.sent,
+                failed=self.failed,
+                skipped_done=self.skipped_done,
+                skipped_duplicate=self.skipped_duplicate,
+                pending=self.pending,
+            )
         if self.rejects_path:
             data["rejects_file"] = self.rejects_path
         data.update(self.extra)
@@ -272,21 +291,30 @@ class Report:
         if self.command in ("check", "preview"):
             rows += [("valid", f"{self.valid:,}"), ("rejected", f"{self.rejected:,}")]
         else:
-            rows += [(k, f"{getattr(self, k):,}") for k in ("sent", "rejected", "failed", "skipped", "pending")]
+            rows += [
+                (k, f"{getattr(self, k):,}")
+                for k in ("sent", "rejected", "failed", "skipped", "pending")
+            ]
         rows += [(f"rule {rule}", f"{n:,}") for rule, n in sorted(self.rule_counts.items())]
         if self.stats.first is not None:
             assert self.stats.last is not None
-            rows.append(("time range", f"{iso_utc(self.stats.first)} .. {iso_utc(self.stats.last)}"))
+            rows.append(
+                ("time range", f"{iso_utc(self.stats.first)} .. {iso_utc(self.stats.last)}")
+            )
         for name, n in sorted(self.stats.per_event.items()):
-            rows.append((f"event {name}", f"{n:,} events, v = {self.stats.value_per_event[name]:,}"))
+            rows.append(
+                (f"event {name}", f"{n:,} events, v = {self.stats.value_per_event[name]:,}")
+            )
         rows += [("note", note) for note in self.notes]
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
             for k, v in rows
         )
         title = html.escape(f"event-backfill {self.command}: {self.source}")
-        return (f"<table><caption>{title}</caption>{body}</table>"
-                f"<p><code>{html.escape(self.accounting)}</code></p>")
+        return (
+            f"<table><caption>{title}</caption>{body}</table>"
+            f"<p><code>{html.escape(self.accounting)}</code></p>"
+        )
 
 
 class RejectsWriter:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +21,7 @@ RULES: dict[str, str] = {
     "account-id-digits": "account id must be ASCII digits only",
     "user-id-empty": "user id is empty; every event needs a user",
     "user-id-control": "user id contains control characters (tab, newline, NUL...); clean the cell",
-    "user-id-email": "user id looks like an email address; set user_id.hash = \"sha256\" "
+    "user-id-email": 'user id looks like an email address; set user_id.hash = "sha256" '
     "(or user_id.allow_email = true)",
     "event-name-empty": "event name is empty",
     "event-name-control": "event name contains control characters; clean the cell",
@@ -45,9 +46,9 @@ RULES: dict[str, str] = {
     "time-format": "time does not match the schema's time.format",
     "time-no-zone": "time has no offset and the schema has no time.timezone; set one",
     "time-dst-gap": "local time does not exist in this zone (DST gap); fix it or set "
-    "time.on_dst_gap = \"shift_forward\"",
+    'time.on_dst_gap = "shift_forward"',
     "time-dst-fold": "local time happens twice in this zone (DST fold); fix it or set "
-    "time.on_dst_fold = \"earliest\" or \"latest\"",
+    'time.on_dst_fold = "earliest" or "latest"',
     "time-too-old": "time is older than checks.oldest / checks.max_age_days",
     "time-future": "time is in the future beyond checks.max_future_seconds",
     "segment-missing": "segment value is empty",
@@ -57,7 +58,7 @@ RULES: dict[str, str] = {
 }
 
 
-Raw = pa.Array | Callable[[], pa.Array] | None
+Raw: TypeAlias = "pa.Array | Callable[[], pa.Array] | None"
 
 
 @dataclass

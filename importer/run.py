@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -162,15 +162,17 @@ def _lighter_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def source_feed(source: Source, mapper: Mapper, ledger: RunLedger, report: Report,
-                settings: RunSettings) -> Feed:
+def source_feed(
+    source: Source, mapper: Mapper, ledger: RunLedger, report: Report, settings: RunSettings
+) -> Feed:
     """The feed of a send run: read and map in a thread, settle rejects, lease and queue."""
 
     async def feed(sender: Sender, ledger_thread: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
         reader = ThreadPoolExecutor(1, thread_name_prefix="reader")
-        batches: Iterator[Mapped] = mapped_batches(
-            source, mapper, batch_size=settings.batch_size, ledger=ledger)
+        batches: Generator[Mapped, None, None] = mapped_batches(
+            source, mapper, batch_size=settings.batch_size, ledger=ledger
+        )
         try:
             while sender.accepting:
                 mapped = await loop.run_in_executor(reader, next, batches, None)
@@ -200,27 +202,39 @@ def stop_notes(outcome: Outcome, options: SendOptions, last_error: str) -> list[
             "command again to resume."
         )
     elif outcome.stopped in ("interrupted", "aborted"):
-        notes.append(f"stopped on request with {outcome.pending:,} rows pending: run the same "
-                     "command again to resume.")
+        notes.append(
+            f"stopped on request with {outcome.pending:,} rows pending: run the same "
+            "command again to resume."
+        )
     elif outcome.stopped == "error":
         notes.append(f"stopped by an error with {outcome.pending:,} rows pending (see below).")
     if outcome.unknown:
-        notes.append(f"{outcome.unknown:,} of the pending rows may have arrived (their request "
-                     "was cut off or timed out): resuming resends them unless --unknown skip.")
+        notes.append(
+            f"{outcome.unknown:,} of the pending rows may have arrived (their request "
+            "was cut off or timed out): resuming resends them unless --unknown skip."
+        )
     if outcome.failed:
-        notes.append(f"{outcome.failed:,} rows failed permanently: see the failures, fix the "
-                     "cause, then run `event-backfill retry`.")
+        notes.append(
+            f"{outcome.failed:,} rows failed permanently: see the failures, fix the "
+            "cause, then run `event-backfill retry`."
+        )
     return notes
 
 
-async def _queue(mapped: Mapped, ledger: RunLedger, sender: Sender, report: Report,
-                 lease_rows: int, ledger_thread: ThreadPoolExecutor) -> None:
+async def _queue(
+    mapped: Mapped,
+    ledger: RunLedger,
+    sender: Sender,
+    report: Report,
+    lease_rows: int,
+    ledger_thread: ThreadPoolExecutor,
+) -> None:
     """Lease the valid rows a chunk at a time, each just before it is queued."""
     loop = asyncio.get_running_loop()
     events, keys, file = mapped.events, mapped.keys, mapped.batch.file
     for start in range(0, events.num_rows, lease_rows):
         chunk = events.slice(start, lease_rows)
-        chunk_keys = keys[start:start + lease_rows] if keys is not None else None
+        chunk_keys = keys[start : start + lease_rows] if keys is not None else None
         if not sender.accepting:
             sender.orphan(work_of(file, chunk))  # read but never leased: pending
             continue
@@ -230,8 +244,13 @@ async def _queue(mapped: Mapped, ledger: RunLedger, sender: Sender, report: Repo
             await sender.put(admitted.work)
 
 
-async def _tick(sender: Sender, ledger: RunLedger, report: Report, settings: RunSettings,
-                ledger_thread: ThreadPoolExecutor) -> None:
+async def _tick(
+    sender: Sender,
+    ledger: RunLedger,
+    report: Report,
+    settings: RunSettings,
+    ledger_thread: ThreadPoolExecutor,
+) -> None:
     """Commit the ledger every flush_seconds (sooner when enough rows wait); move the bar."""
     loop = asyncio.get_running_loop()
     shown = 0
@@ -246,9 +265,13 @@ async def _tick(sender: Sender, ledger: RunLedger, report: Report, settings: Run
             last_flush = now
         if now - last_show >= 0.2:
             settled = sender.outcome.sent + sender.outcome.failed + report.rejected + report.skipped
-            settings.progress.advance(settled - shown, sent=sender.outcome.sent,
-                                      rejected=report.rejected, failed=sender.outcome.failed,
-                                      retrying=sender.retrying)
+            settings.progress.advance(
+                settled - shown,
+                sent=sender.outcome.sent,
+                rejected=report.rejected,
+                failed=sender.outcome.failed,
+                retrying=sender.retrying,
+            )
             shown, last_show = settled, now
 
 
@@ -260,5 +283,3 @@ def _fill(report: Report, outcome: Outcome) -> None:
     report.extra["retries"] = outcome.retries
     report.extra["stopped"] = outcome.stopped
     report.add_failures(outcome.failures)
-
-

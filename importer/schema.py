@@ -49,7 +49,9 @@ class _Model(BaseModel):
         except ValidationError as exc:
             if _DEPTH.value > 1:
                 raise
-            raise _schema_error(exc, origin=f"{type(self).__name__}(...)", model=type(self)) from None
+            raise _schema_error(
+                exc, origin=f"{type(self).__name__}(...)", model=type(self)
+            ) from None
         finally:
             _DEPTH.value -= 1
 
@@ -194,7 +196,8 @@ class TimeField(_Model):
                 ) from None
         if self.format not in ("auto", "epoch", "iso") and "%" not in self.format:
             raise ValueError(
-                f"'format' must be 'auto', 'epoch', 'iso' or a strptime pattern, got {self.format!r}"
+                "'format' must be 'auto', 'epoch', 'iso' or a strptime pattern, "
+                f"got {self.format!r}"
             )
         if "%" in self.format and "%z" not in self.format and self.timezone is None:
             raise ValueError("this 'format' has no %z offset: set 'timezone' to an IANA zone")
@@ -221,7 +224,9 @@ class ExperimentPair(_Model):
         if self.experiment is not None and not _DIGITS.fullmatch(self.experiment):
             raise ValueError(f"'experiment' must be digits, got {self.experiment!r}")
         if self.variation is not None and not _VARIATION.fullmatch(self.variation):
-            raise ValueError(f"'variation' must be digits (or digits joined by _), got {self.variation!r}")
+            raise ValueError(
+                f"'variation' must be digits (or digits joined by _), got {self.variation!r}"
+            )
         return self
 
 
@@ -265,7 +270,9 @@ class Checks(_Model):
         default=DEFAULT_MAX_FUTURE_SECONDS, ge=0, description="Allowed clock skew into the future."
     )
     old_after_days: int = Field(
-        default=DEFAULT_OLD_AFTER_DAYS, ge=1, description="Count times older than this as 'very old'."
+        default=DEFAULT_OLD_AFTER_DAYS,
+        ge=1,
+        description="Count times older than this as 'very old'.",
     )
     max_url_bytes: int = Field(
         default=DEFAULT_MAX_URL_BYTES, ge=100, description="Reject requests longer than this."
@@ -389,7 +396,9 @@ def load_schema(source: str | Path | Mapping[str, Any] | Schema) -> Schema:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SchemaError("file not found: pass --schema with a schema TOML file", origin=str(path)) from None
+        raise SchemaError(
+            "file not found: pass --schema with a schema TOML file", origin=str(path)
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SchemaError(f"cannot read: {exc}", origin=str(path)) from exc
     try:
@@ -477,11 +486,12 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of schema files, generated from :class:`Schema`."""
     generated = Schema.model_json_schema()
     generated["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    generated["$comment"] = "Generated from importer.schema.Schema by `make schema-json`; do not edit."
+    generated["$comment"] = (
+        "Generated from importer.schema.Schema by `make schema-json`; do not edit."
+    )
     return generated
 
 
 def json_schema_text() -> str:
     """:func:`json_schema` as the text of ``schemas/schema.json``."""
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-

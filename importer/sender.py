@@ -204,8 +204,13 @@ class Sender:
         on_done: called with (event name, value, time) of each acknowledged row.
     """
 
-    def __init__(self, options: SendOptions, *, tracker: Tracker | None = None,
-                 on_done: Callable[[str, int | None, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        options: SendOptions,
+        *,
+        tracker: Tracker | None = None,
+        on_done: Callable[[str, int | None, int], None] | None = None,
+    ) -> None:
         self.options = options
         self.tracker = tracker or NullTracker()
         self.on_done = on_done
@@ -297,8 +302,9 @@ class Sender:
         connector = aiohttp.TCPConnector(limit=opts.concurrency, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout)
         headers = {"User-Agent": f"event-backfill/{__version__}"}
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers,
-                                         auto_decompress=False) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers, auto_decompress=False
+        ) as session:
             self._session = session
             workers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]
             watchdog = asyncio.create_task(self._watch())
@@ -461,20 +467,33 @@ class Sender:
     def _delay(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.options.max_retry_after) + _RETRY_AFTER_MARGIN
-        bound = min(self.options.backoff_cap, self.options.backoff_base * 2 ** min(attempts - 1, 30))
+        bound = min(
+            self.options.backoff_cap, self.options.backoff_base * 2 ** min(attempts - 1, 30)
+        )
         return self._random.uniform(0, bound)
 
     def _fail(self, item: _Item, err: DeliveryError) -> None:
         work, i = item.work, item.index
         self.last_error = err.reason
-        failure = Failure(work.positions[i], work.file, work.rows[i], work.lines[i], str(work.urls[i]),
-                          item.attempts, err.status, err.reason)
+        failure = Failure(
+            work.positions[i],
+            work.file,
+            work.rows[i],
+            work.lines[i],
+            str(work.urls[i]),
+            item.attempts,
+            err.status,
+            err.reason,
+        )
         self.outcome.failed += 1
         self.outcome.failures.append(failure)
         self.tracker.failed(failure)
 
     def settle(self) -> Outcome:
-        """After a stop: every row not acknowledged or failed is pending; say which may have arrived."""
+        """After a stop: every row not acknowledged or failed is pending.
+
+        The tracker is told which pending rows may have arrived (their request was cut off).
+        """
         self.report_acks()
         for item in self._cancelled:
             item.maybe_delivered = True
@@ -482,14 +501,14 @@ class Sender:
         positions = [item.work.positions[item.index] for item in items]
         ambiguous = [item.work.positions[item.index] for item in items if item.maybe_delivered]
         if self._current is not None:
-            positions += self._current.positions[self._cursor:]
+            positions += self._current.positions[self._cursor :]
         for work in self._orphans:
             positions += work.positions
         self._orphans.clear()
         while not self.queue.empty():
-            work = self.queue.get_nowait()
-            if work is not None:
-                positions += work.positions
+            queued = self.queue.get_nowait()
+            if queued is not None:
+                positions += queued.positions
         self._retry.clear()
         self._cancelled.clear()
         self._current = None

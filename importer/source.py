@@ -223,7 +223,7 @@ class CsvInput(Input):
 
     def _raw(self) -> io.BufferedIOBase:
         if self.path.suffix.lower() == ".gz":
-            return gzip.open(self.path, "rb")  # type: ignore[return-value]
+            return gzip.open(self.path, "rb")
         return self.path.open("rb")
 
     def header(self) -> tuple[list[str], str]:
@@ -240,8 +240,11 @@ class CsvInput(Input):
             delimiter = self.options.delimiter
             if delimiter == "auto":
                 delimiter = _sniff_delimiter(text)
-            first = next(csv.reader(io.StringIO(text), delimiter=delimiter,
-                                    quotechar=self.options.quote_char))
+            first = next(
+                csv.reader(
+                    io.StringIO(text), delimiter=delimiter, quotechar=self.options.quote_char
+                )
+            )
             names = [n.strip() for n in first]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -260,8 +263,11 @@ class CsvInput(Input):
 
         def on_invalid(row: Any) -> str:
             malformed.append(
-                (row.number or 0, row.text,
-                 f"expected {row.expected_columns} columns, found {row.actual_columns}")
+                (
+                    row.number or 0,
+                    row.text,
+                    f"expected {row.expected_columns} columns, found {row.actual_columns}",
+                )
             )
             return "skip"
 
@@ -286,15 +292,24 @@ class CsvInput(Input):
         block = max(1 << 16, min(batch_size * 256, 64 << 20))
         encoding = self.options.encoding.lower().replace("_", "-")
         read_options = pcsv.ReadOptions(
-            use_threads=False, block_size=block, skip_rows=1, column_names=names,
-            encoding="utf8" if encoding in ("utf-8", "utf8", "utf-8-sig") else self.options.encoding,
+            use_threads=False,
+            block_size=block,
+            skip_rows=1,
+            column_names=names,
+            encoding="utf8"
+            if encoding in ("utf-8", "utf8", "utf-8-sig")
+            else self.options.encoding,
         )
         parse_options = pcsv.ParseOptions(
-            delimiter=delimiter, quote_char=self.options.quote_char, newlines_in_values=True,
-            ignore_empty_lines=False, invalid_row_handler=on_invalid,
+            delimiter=delimiter,
+            quote_char=self.options.quote_char,
+            newlines_in_values=True,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_invalid,
         )
         convert_options = pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
         try:
@@ -340,7 +355,9 @@ class _LineCounter:
             records[records >= number] += 1
         # Every record of the batch in file order: parsed ones, then malformed ones.
         all_records = np.concatenate([records, np.array([b[0] for b in bad], dtype=np.int64)])
-        all_extra = np.concatenate([newlines, np.array([b[1].count("\n") for b in bad], dtype=np.int64)])
+        all_extra = np.concatenate(
+            [newlines, np.array([b[1].count("\n") for b in bad], dtype=np.int64)]
+        )
         is_row = np.concatenate([~blank, np.ones(len(bad), dtype=bool)])
         order = np.argsort(all_records, kind="stable")
         extra_before = self.extra_lines + np.concatenate(([0], np.cumsum(all_extra[order])[:-1]))
@@ -367,8 +384,13 @@ class _LineCounter:
         )
         kept_rows = rows[:count][keep]
         return Batch(
-            file=name, data=data, positions=self.base + kept_rows - 1, rows=kept_rows,
-            lines=lines[:count][keep], malformed=malformed, blank_lines=int(blank.sum()),
+            file=name,
+            data=data,
+            positions=self.base + kept_rows - 1,
+            rows=kept_rows,
+            lines=lines[:count][keep],
+            malformed=malformed,
+            blank_lines=int(blank.sum()),
         )
 
 
@@ -386,7 +408,7 @@ def _decode(head: bytes, encoding: str, name: str) -> str:
 def _encoding_hint(name: str, encoding: str) -> str:
     return (
         f"{name}: the file is not valid {encoding}; re-save it as UTF-8, or set "
-        "[csv] encoding = \"latin-1\" (or the file's real encoding) in the schema"
+        '[csv] encoding = "latin-1" (or the file\'s real encoding) in the schema'
     )
 
 
@@ -461,8 +483,11 @@ class ParquetInput(Input):
                     for part in parts:
                         n = part.num_rows
                         yield Batch(
-                            str(file), part, cursor.position + np.arange(n, dtype=np.int64),
-                            row + np.arange(n, dtype=np.int64), None,
+                            str(file),
+                            part,
+                            cursor.position + np.arange(n, dtype=np.int64),
+                            row + np.arange(n, dtype=np.int64),
+                            None,
                         )
                         cursor.position += n
                         row += n
@@ -509,8 +534,11 @@ class FrameInput(Input):
             if record_batch is None:
                 continue
             yield Batch(
-                self.name, record_batch, start + np.arange(n, dtype=np.int64),
-                offset + 1 + np.arange(n, dtype=np.int64), None,
+                self.name,
+                record_batch,
+                start + np.arange(n, dtype=np.int64),
+                offset + 1 + np.arange(n, dtype=np.int64),
+                None,
             )
 
 

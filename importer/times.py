@@ -165,7 +165,12 @@ def _from_text(cells: pa.Array, spec: TimeField, times: _Times, found: Violation
 
 
 def _parse_pattern(
-    text: pa.Array, rows: np.ndarray, fmt: str, times: _Times, found: Violations, column: str,
+    text: pa.Array,
+    rows: np.ndarray,
+    fmt: str,
+    times: _Times,
+    found: Violations,
+    column: str,
     raw: pa.Array,
 ) -> None:
     """strptime in Arrow; what does not print back the same is checked by Python's strptime.
@@ -208,13 +213,20 @@ def _strptime_seconds(value: str, fmt: str) -> int | None:
 
 
 def _parse_iso(
-    text: pa.Array, rows: np.ndarray, times: _Times, found: Violations, column: str,
+    text: pa.Array,
+    rows: np.ndarray,
+    times: _Times,
+    found: Violations,
+    column: str,
     raw: pa.Array,
 ) -> None:
     """ISO 8601 in Arrow where it can, in Python for the rest (once per distinct text)."""
     looks = rows & _np(pc.match_substring_regex(text, _ISO))
     offset = looks & _np(pc.match_substring_regex(text, _HAS_OFFSET))
-    for subset, target in ((offset, pa.timestamp("ns", tz="UTC")), (looks & ~offset, pa.timestamp("ns"))):
+    for subset, target in (
+        (offset, pa.timestamp("ns", tz="UTC")),
+        (looks & ~offset, pa.timestamp("ns")),
+    ):
         if not subset.any():
             continue
         picked = pc.filter(text, pa.array(subset))
@@ -222,7 +234,9 @@ def _parse_iso(
             ns = pc.cast(pc.cast(picked, target), pa.int64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue  # some value Arrow cannot take: Python below handles the whole subset
-        times.set(np.flatnonzero(subset), np.floor_divide(ns, 1_000_000_000), naive=target.tz is None)
+        times.set(
+            np.flatnonzero(subset), np.floor_divide(ns, 1_000_000_000), naive=target.tz is None
+        )
         rows = rows & ~subset
     rest = rows & ~times.known & ~times.naive
     if rest.any():
@@ -230,7 +244,11 @@ def _parse_iso(
 
 
 def _parse_iso_python(
-    text: pa.Array, rows: np.ndarray, times: _Times, found: Violations, column: str,
+    text: pa.Array,
+    rows: np.ndarray,
+    times: _Times,
+    found: Violations,
+    column: str,
     raw: pa.Array,
 ) -> None:
     values = text.to_pylist()

@@ -1,7 +1,7 @@
 """Money and other goal values: text to an exact integer, never through float.
 
 A cell's text is scaled by a power of ten with string arithmetic, vectorized with Arrow
-(``19.99`` × 100 → ``1999``). Values the fast path cannot take (exponents, NaN, rounding
+(``19.99`` times 100 is ``1999``). Values the fast path cannot take (exponents, NaN, rounding
 that the schema allows, scales that are not powers of ten) go through :mod:`decimal`, once
 per distinct text.
 """
@@ -54,9 +54,9 @@ def parse_values(
     plain = pc.and_(pc.is_valid(match), pc.greater(pc.binary_length(cleaned), 0))
     plain = pc.and_(plain, pc.invert(pc.match_substring_regex(cleaned, r"^[+-]?\.?$")))
     plain_np = _np(plain)
-    if isinstance(digits, int) and digits >= 0:
+    if isinstance(digits, int):
         _fast(match, plain_np, np.full(len(text), digits), out, valid)
-    elif digits is not None:
+    elif isinstance(digits, np.ndarray):
         _fast(match, plain_np, digits, out, valid)
     slow = ~valid & ~_np(empty) & ~_np(pc.is_null(cleaned))
     if slow.any():
@@ -107,9 +107,9 @@ def _digits_for_rows(
     known = pa.array(sorted(MINOR_UNITS))
     index = pc.index_in(codes, value_set=known)
     found.add(pc.is_null(index), "currency-unknown", spec.currency_column or "currency", currency)
-    places = np.array([MINOR_UNITS[c] for c in known.to_pylist()], dtype=np.int64)
+    minor = np.array([MINOR_UNITS[c] for c in known.to_pylist()], dtype=np.int64)
     idx = pc.fill_null(index, 0).to_numpy(zero_copy_only=False)
-    out: np.ndarray = np.where(_np(pc.is_null(index)), -1, places[idx])
+    out: np.ndarray = np.where(_np(pc.is_null(index)), -1, minor[idx])
     return out
 
 
@@ -154,8 +154,7 @@ def _slow(
     """Decimal arithmetic, once per distinct (text, places), for what _fast left."""
     texts = cleaned.to_pylist()
     per_row = digits if isinstance(digits, np.ndarray) else None
-    rules = {"value-format": [], "value-not-finite": [], "value-rounding": [],
-             "value-overflow": []}  # type: dict[str, list[int]]
+    rules = {"value-format": [], "value-not-finite": [], "value-rounding": [], "value-overflow": []}  # type: dict[str, list[int]]
     cache: dict[tuple[str, int], tuple[int | None, str | None]] = {}
     for i in np.flatnonzero(rows):
         places = int(per_row[i]) if per_row is not None else -1

@@ -57,13 +57,35 @@ GOAL_REVENUE = "4324234"
 SPEC_COOKIE = "%7B%22987654321%22%3A%221111111%22%2C%22876543210%22%3A%222222222_3333333%22%7D"
 
 SALES_COLUMNS = [
-    "order_id", "store_id", "customer_id", "amount", "currency", "ordered_at",
-    "experiment_id", "variation_id", "goal_ids", "event", "channel",
+    "order_id",
+    "store_id",
+    "customer_id",
+    "amount",
+    "currency",
+    "ordered_at",
+    "experiment_id",
+    "variation_id",
+    "goal_ids",
+    "event",
+    "channel",
 ]
 BAD_ROWS_COLUMNS = [
-    "order_id", "store_id", "project_id", "account_id", "customer_id", "amount", "currency",
-    "ordered_at", "experiment_id", "variation_id", "optimizelyBuckets", "goal_ids", "event",
-    "channel", "expect", "why",
+    "order_id",
+    "store_id",
+    "project_id",
+    "account_id",
+    "customer_id",
+    "amount",
+    "currency",
+    "ordered_at",
+    "experiment_id",
+    "variation_id",
+    "optimizelyBuckets",
+    "goal_ids",
+    "event",
+    "channel",
+    "expect",
+    "why",
 ]
 BAD_TIMES_COLUMNS = [*SALES_COLUMNS, "expect", "why"]
 
@@ -72,12 +94,43 @@ STORE_WEIGHTS = [30, 22, 18, 12, 10, 8]
 CHANNELS = ["in_store", "curbside", "kiosk", "phone_order"]
 CHANNEL_WEIGHTS = [70, 12, 10, 8]
 FIRST_NAMES = [
-    "ana", "bruno", "carla", "diego", "elena", "farid", "grace", "hugo", "ines", "jonas",
-    "kiara", "liam", "maya", "nadia", "omar", "paula", "quentin", "rosa", "sami", "tessa",
+    "ana",
+    "bruno",
+    "carla",
+    "diego",
+    "elena",
+    "farid",
+    "grace",
+    "hugo",
+    "ines",
+    "jonas",
+    "kiara",
+    "liam",
+    "maya",
+    "nadia",
+    "omar",
+    "paula",
+    "quentin",
+    "rosa",
+    "sami",
+    "tessa",
 ]
 LAST_NAMES = [
-    "silva", "moreau", "okafor", "tanaka", "novak", "garcia", "kowalski", "nguyen", "haddad",
-    "lindqvist", "rossi", "murphy", "cohen", "santos", "weber",
+    "silva",
+    "moreau",
+    "okafor",
+    "tanaka",
+    "novak",
+    "garcia",
+    "kowalski",
+    "nguyen",
+    "haddad",
+    "lindqvist",
+    "rossi",
+    "murphy",
+    "cohen",
+    "santos",
+    "weber",
 ]
 
 
@@ -169,20 +222,23 @@ def offline_sales(rng: random.Random, count: int = 600) -> list[dict[str, str]]:
         number += rng.randint(1, 4)
         channel = pick(rng, CHANNELS, CHANNEL_WEIGHTS)
         experiment = rng.choices(experiment_ids, weights=[5, 3, 2])[0]
-        rows.append({
-            "order_id": f"POS-2025-{number:06d}",
-            "store_id": pick(rng, STORES, STORE_WEIGHTS),
-            "customer_id": rng.choices(customers, weights=weights)[0],
-            "amount": money(amount_cents(rng)),
-            "currency": "USD",
-            "ordered_at": when.strftime("%Y-%m-%d %H:%M:%S"),
-            "experiment_id": experiment,
-            "variation_id": rng.choice(EXPERIMENTS[experiment]),
-            "goal_ids": (f"{GOAL_PURCHASE},{GOAL_REVENUE}" if rng.random() < 0.35
-                         else GOAL_PURCHASE),
-            "event": "kiosk_purchase" if channel == "kiosk" else "offline_purchase",
-            "channel": channel,
-        })
+        rows.append(
+            {
+                "order_id": f"POS-2025-{number:06d}",
+                "store_id": pick(rng, STORES, STORE_WEIGHTS),
+                "customer_id": rng.choices(customers, weights=weights)[0],
+                "amount": money(amount_cents(rng)),
+                "currency": "USD",
+                "ordered_at": when.strftime("%Y-%m-%d %H:%M:%S"),
+                "experiment_id": experiment,
+                "variation_id": rng.choice(EXPERIMENTS[experiment]),
+                "goal_ids": (
+                    f"{GOAL_PURCHASE},{GOAL_REVENUE}" if rng.random() < 0.35 else GOAL_PURCHASE
+                ),
+                "event": "kiosk_purchase" if channel == "kiosk" else "offline_purchase",
+                "channel": channel,
+            }
+        )
     return rows
 
 
@@ -207,12 +263,14 @@ def impressions(rng: random.Random, count: int = 100) -> list[dict[str, str]]:
             continue
         seen.add((user, experiment))
         when = random_instant(rng, start, end) + timedelta(milliseconds=rng.randrange(1000))
-        rows.append({
-            "user_id": user,
-            "experiment_id": experiment,
-            "variation_id": rng.choice(EXPERIMENTS[experiment]),
-            "timestamp": str(int(when.timestamp() * 1000)),
-        })
+        rows.append(
+            {
+                "user_id": user,
+                "experiment_id": experiment,
+                "variation_id": rng.choice(EXPERIMENTS[experiment]),
+                "timestamp": str(int(when.timestamp() * 1000)),
+            }
+        )
     rows.sort(key=lambda r: int(r["timestamp"]))
     return rows
 
@@ -243,13 +301,15 @@ def optimizely_buckets(rng: random.Random, count: int = 100) -> list[dict[str, s
             when = random_instant(rng, start, end).astimezone(PARIS)
         event = "purchase" if rng.random() < 0.6 else "add_to_cart"
         cents = rng.randrange(999, 25_000) if event == "purchase" else rng.randrange(499, 9_000)
-        rows.append({
-            "visitor_id": visitor,
-            "optimizelyBuckets": value,
-            "event": event,
-            "value_cents": str(cents),
-            "time": when.isoformat(timespec="seconds"),
-        })
+        rows.append(
+            {
+                "visitor_id": visitor,
+                "optimizelyBuckets": value,
+                "event": event,
+                "value_cents": str(cents),
+                "time": when.isoformat(timespec="seconds"),
+            }
+        )
     return rows
 
 
@@ -271,84 +331,150 @@ LONG_CHANNEL = "in_store|" * 120  # 1,080 characters, 1,320 bytes once encoded
 BAD_ROWS: list[Case] = [
     Case("", "valid: the reference row", {}),
     Case("", "valid: amount with a thousands separator", {"amount": "1,234.56"}),
-    Case("", "valid: two goal ids and a variation joined by '_'",
-         {"goal_ids": "12345,4324234", "experiment_id": "876543210",
-          "variation_id": "2222222_3333333"}),
-    Case("", "valid: buckets cookie adds two more experiments (three x parameters)",
-         {"optimizelyBuckets": SPEC_COOKIE, "experiment_id": "765432109",
-          "variation_id": "4444445"}),
+    Case(
+        "",
+        "valid: two goal ids and a variation joined by '_'",
+        {
+            "goal_ids": "12345,4324234",
+            "experiment_id": "876543210",
+            "variation_id": "2222222_3333333",
+        },
+    ),
+    Case(
+        "",
+        "valid: buckets cookie adds two more experiments (three x parameters)",
+        {"optimizelyBuckets": SPEC_COOKIE, "experiment_id": "765432109", "variation_id": "4444445"},
+    ),
     Case("", "valid: JPY has no decimals, so v = 1500", {"amount": "1500", "currency": "JPY"}),
     Case("", "valid: time in UTC with Z", {"ordered_at": "2025-08-30T16:45:00Z"}),
-    Case("", "valid: 2024-01-01T01:00:00Z is not before checks.oldest (2024-01-01 UTC)",
-         {"ordered_at": "2023-12-31T20:00:00-05:00"}),
+    Case(
+        "",
+        "valid: 2024-01-01T01:00:00Z is not before checks.oldest (2024-01-01 UTC)",
+        {"ordered_at": "2023-12-31T20:00:00-05:00"},
+    ),
     Case("project-id-digits", "project id with a letter", {"project_id": "12345a7"}),
     Case("account-id-digits", "account id with a dash", {"account_id": "8511-325"}),
     Case("user-id-empty", "customer id empty", {"customer_id": ""}),
     Case("user-id-control", "TAB inside the customer id", {"customer_id": "CUS-00\t42117"}),
-    Case("user-id-email", "email address as user id and the schema does not hash",
-         {"customer_id": "ana.silva@example.com"}),
+    Case(
+        "user-id-email",
+        "email address as user id and the schema does not hash",
+        {"customer_id": "ana.silva@example.com"},
+    ),
     Case("event-name-empty", "event name empty", {"event": ""}),
     Case("event-name-control", "TAB inside the event name", {"event": "offline\tpurchase"}),
-    Case("experiment-missing", "no experiment at all: experiment, variation and cookie empty",
-         {"experiment_id": "", "variation_id": ""}),
-    Case("experiment-missing", "pair empty but a valid cookie: the pair is required all the same",
-         {"experiment_id": "", "variation_id": "", "optimizelyBuckets": SPEC_COOKIE}),
-    Case("experiment-missing", "experiment id given but variation empty",
-         {"experiment_id": "765432109", "variation_id": ""}),
-    Case("experiment-duplicate", "experiment 987654321 in the column and again in the cookie",
-         {"experiment_id": "987654321", "variation_id": "1111111",
-          "optimizelyBuckets": SPEC_COOKIE}),
-    Case("experiment-duplicate", "the same with another variation: the experiment id counts",
-         {"experiment_id": "987654321", "variation_id": "1111112",
-          "optimizelyBuckets": SPEC_COOKIE}),
-    Case("experiment-id-digits", "experiment id is not digits",
-         {"experiment_id": "exp-987654321"}),
-    Case("variation-id-format", "variation ids joined by '-' instead of '_'",
-         {"experiment_id": "876543210", "variation_id": "2222222-3333333"}),
-    Case("buckets-invalid", "cookie maps an experiment to 'control', not a variation id",
-         {"optimizelyBuckets": cookie({"987654321": "control"})}),
-    Case("buckets-invalid", "cookie is not URL-encoded JSON",
-         {"optimizelyBuckets": "not-a-cookie"}),
+    Case(
+        "experiment-missing",
+        "no experiment at all: experiment, variation and cookie empty",
+        {"experiment_id": "", "variation_id": ""},
+    ),
+    Case(
+        "experiment-missing",
+        "pair empty but a valid cookie: the pair is required all the same",
+        {"experiment_id": "", "variation_id": "", "optimizelyBuckets": SPEC_COOKIE},
+    ),
+    Case(
+        "experiment-missing",
+        "experiment id given but variation empty",
+        {"experiment_id": "765432109", "variation_id": ""},
+    ),
+    Case(
+        "experiment-duplicate",
+        "experiment 987654321 in the column and again in the cookie",
+        {"experiment_id": "987654321", "variation_id": "1111111", "optimizelyBuckets": SPEC_COOKIE},
+    ),
+    Case(
+        "experiment-duplicate",
+        "the same with another variation: the experiment id counts",
+        {"experiment_id": "987654321", "variation_id": "1111112", "optimizelyBuckets": SPEC_COOKIE},
+    ),
+    Case("experiment-id-digits", "experiment id is not digits", {"experiment_id": "exp-987654321"}),
+    Case(
+        "variation-id-format",
+        "variation ids joined by '-' instead of '_'",
+        {"experiment_id": "876543210", "variation_id": "2222222-3333333"},
+    ),
+    Case(
+        "buckets-invalid",
+        "cookie maps an experiment to 'control', not a variation id",
+        {"optimizelyBuckets": cookie({"987654321": "control"})},
+    ),
+    Case(
+        "buckets-invalid", "cookie is not URL-encoded JSON", {"optimizelyBuckets": "not-a-cookie"}
+    ),
     Case("goal-ids-missing", "goal ids empty and goal_ids.required = true", {"goal_ids": ""}),
     Case("goal-ids-format", "goal ids separated by ';'", {"goal_ids": "12345;4324234"}),
     Case("value-missing", "amount empty", {"amount": ""}),
-    Case("value-format", "currency symbol in the amount (the schema has no value.strip)",
-         {"amount": "$19.99"}),
+    Case(
+        "value-format",
+        "currency symbol in the amount (the schema has no value.strip)",
+        {"amount": "$19.99"},
+    ),
     Case("value-format", "thousands separator in the wrong place", {"amount": "1,23.45"}),
     Case("value-not-finite", "amount NaN", {"amount": "NaN"}),
     Case("value-not-finite", "amount Infinity", {"amount": "Infinity"}),
     Case("value-rounding", "three decimals in USD: 1234.5 cents", {"amount": "12.345"}),
-    Case("value-overflow", "amount beyond a 64-bit integer once in cents",
-         {"amount": "99999999999999999999.99"}),
+    Case(
+        "value-overflow",
+        "amount beyond a 64-bit integer once in cents",
+        {"amount": "99999999999999999999.99"},
+    ),
     Case("value-negative", "a refund, and value.allow_negative is false", {"amount": "-15.00"}),
     Case("currency-unknown", "currency not an ISO 4217 code", {"currency": "XYZ"}),
     Case("currency-unknown", "currency empty", {"currency": ""}),
     Case("time-missing", "time empty", {"ordered_at": ""}),
     Case("time-format", "day/month/year is not ISO 8601", {"ordered_at": "14/05/2025 10:22"}),
-    Case("time-no-zone", "ISO time without offset, and the schema has no time.timezone",
-         {"ordered_at": "2025-05-14T10:22:00"}),
-    Case("time-too-old", "before checks.oldest = 2024-01-01",
-         {"ordered_at": "2023-12-31T23:00:00+00:00"}),
+    Case(
+        "time-no-zone",
+        "ISO time without offset, and the schema has no time.timezone",
+        {"ordered_at": "2025-05-14T10:22:00"},
+    ),
+    Case(
+        "time-too-old",
+        "before checks.oldest = 2024-01-01",
+        {"ordered_at": "2023-12-31T23:00:00+00:00"},
+    ),
     Case("time-future", "in 2099", {"ordered_at": "2099-01-01T00:00:00+00:00"}),
     Case("segment-missing", "channel empty and the segment is required", {"channel": ""}),
-    Case("segment-missing", "channel and store both empty: only the required segment is a reject",
-         {"channel": "", "store_id": ""}),
+    Case(
+        "segment-missing",
+        "channel and store both empty: only the required segment is a reject",
+        {"channel": "", "store_id": ""},
+    ),
     Case("segment-control", "TAB inside the channel", {"channel": "in\tstore"}),
     Case("dedupe-key-empty", "order id empty", {"order_id": ""}),
-    Case("url-too-long", "1,080-character channel: the URL exceeds checks.max_url_bytes = 1000",
-         {"channel": LONG_CHANNEL}),
+    Case(
+        "url-too-long",
+        "1,080-character channel: the URL exceeds checks.max_url_bytes = 1000",
+        {"channel": LONG_CHANNEL},
+    ),
     Case("csv-malformed", "one field more than the header", {}, extra=("surplus",)),
-    Case("value-missing time-missing", "one row can break several rules: amount and time empty",
-         {"amount": "", "ordered_at": ""}),
-    Case("experiment-missing segment-missing",
-         "no experiment and no segment at all: pair, cookie, channel and store empty",
-         {"experiment_id": "", "variation_id": "", "channel": "", "store_id": ""}),
+    Case(
+        "value-missing time-missing",
+        "one row can break several rules: amount and time empty",
+        {"amount": "", "ordered_at": ""},
+    ),
+    Case(
+        "experiment-missing segment-missing",
+        "no experiment and no segment at all: pair, cookie, channel and store empty",
+        {"experiment_id": "", "variation_id": "", "channel": "", "store_id": ""},
+    ),
     Case("", "valid: a valid row after the bad ones", {"channel": "curbside"}),
-    Case("", "valid: store empty: the second segment is optional, so the URL has no s983745986",
-         {"store_id": ""}),
-    Case("", "valid: order in the variation '2222223'",
-         {"experiment_id": "876543210", "variation_id": "2222223", "channel": "kiosk",
-          "event": "kiosk_purchase"}),
+    Case(
+        "",
+        "valid: store empty: the second segment is optional, so the URL has no s983745986",
+        {"store_id": ""},
+    ),
+    Case(
+        "",
+        "valid: order in the variation '2222223'",
+        {
+            "experiment_id": "876543210",
+            "variation_id": "2222223",
+            "channel": "kiosk",
+            "event": "kiosk_purchase",
+        },
+    ),
 ]
 
 
@@ -439,23 +565,53 @@ def rule_table(cases: Sequence[tuple[str, str, str]]) -> str:
 def file_table(sales: int, views: int, web: int, bad: int, times: int) -> str:
     """Markdown table of the files: name, rows, schema, description, exit code of check."""
     files = [
-        ("offline_sales.csv", sales, "offline_sales",
-         "In-store (POS) orders of 2025: local New York times, amounts like `\"1,234.56\"`, "
-         "repeat customers of whom about 10% have an email address as id (hashed with "
-         "sha256), one or two goal ids, `channel` sent as segment "
-         f"`s{CHANNEL_SEGMENT}`, `order_id` as dedupe key", 0),
-        ("offline_sales.parquet", sales, "offline_sales",
-         "The same rows, every column a string: maps to the same URLs as the CSV", 0),
-        ("impressions.csv", views, "impressions",
-         "Experiment impressions (`kind = \"impression\"`, so `g` is the experiment id), "
-         "times in epoch milliseconds", 0),
-        ("optimizely_buckets.csv", web, "optimizely_buckets",
-         "Web conversions whose experiments come from the URL-encoded `optimizelyBuckets` "
-         f"cookie (e.g. `{SPEC_COOKIE}`), values in cents, ISO 8601 times with an offset", 0),
-        ("bad_rows.csv", bad, "bad_rows",
-         "Test file: rows breaking each reject rule but the DST ones, and some valid rows", 3),
-        ("bad_times.csv", times, "bad_times",
-         "Test file: local times in and next to the DST gap and fold of America/New_York", 3),
+        (
+            "offline_sales.csv",
+            sales,
+            "offline_sales",
+            'In-store (POS) orders of 2025: local New York times, amounts like `"1,234.56"`, '
+            "repeat customers of whom about 10% have an email address as id (hashed with "
+            "sha256), one or two goal ids, `channel` sent as segment "
+            f"`s{CHANNEL_SEGMENT}`, `order_id` as dedupe key",
+            0,
+        ),
+        (
+            "offline_sales.parquet",
+            sales,
+            "offline_sales",
+            "The same rows, every column a string: maps to the same URLs as the CSV",
+            0,
+        ),
+        (
+            "impressions.csv",
+            views,
+            "impressions",
+            'Experiment impressions (`kind = "impression"`, so `g` is the experiment id), '
+            "times in epoch milliseconds",
+            0,
+        ),
+        (
+            "optimizely_buckets.csv",
+            web,
+            "optimizely_buckets",
+            "Web conversions whose experiments come from the URL-encoded `optimizelyBuckets` "
+            f"cookie (e.g. `{SPEC_COOKIE}`), values in cents, ISO 8601 times with an offset",
+            0,
+        ),
+        (
+            "bad_rows.csv",
+            bad,
+            "bad_rows",
+            "Test file: rows breaking each reject rule but the DST ones, and some valid rows",
+            3,
+        ),
+        (
+            "bad_times.csv",
+            times,
+            "bad_times",
+            "Test file: local times in and next to the DST gap and fold of America/New_York",
+            3,
+        ),
     ]
     lines = ["| file | rows | schema | what it is | `check` exits |", "|---|---:|---|---|---:|"]
     for name, rows, schema, what, code in files:
@@ -463,8 +619,9 @@ def file_table(sales: int, views: int, web: int, bad: int, times: int) -> str:
     return "\n".join(lines)
 
 
-def readme(sales: int, impressions_n: int, buckets_n: int, bad: list[list[str]],
-           times: list[list[str]]) -> str:
+def readme(
+    sales: int, impressions_n: int, buckets_n: int, bad: list[list[str]], times: list[list[str]]
+) -> str:
     order = BAD_ROWS_COLUMNS.index("order_id")
     bad_cases = [(c.expect, c.why, r[order]) for c, r in zip(BAD_ROWS, bad, strict=True)]
     time_cases = [(e, w, r[0]) for (_, e, w), r in zip(BAD_TIMES, times, strict=True)]
@@ -523,8 +680,9 @@ def main() -> None:
 
     sales = offline_sales(rng)
     assert len({r["order_id"] for r in sales}) == len(sales)
-    write_csv(HERE / "offline_sales.csv", SALES_COLUMNS,
-              [[r[c] for c in SALES_COLUMNS] for r in sales])
+    write_csv(
+        HERE / "offline_sales.csv", SALES_COLUMNS, [[r[c] for c in SALES_COLUMNS] for r in sales]
+    )
     write_parquet(HERE / "offline_sales.parquet", SALES_COLUMNS, sales)
 
     views = impressions(rng)
@@ -545,9 +703,11 @@ def main() -> None:
     (HERE / "README.md").write_text(text, encoding="utf-8", newline="")
 
     emails = {r["customer_id"] for r in sales if "@" in r["customer_id"]}
-    print(f"wrote {len(sales)} sales ({len({r['customer_id'] for r in sales})} customers, "
-          f"{len(emails)} with an email id), {len(views)} impressions, {len(web)} web events, "
-          f"{len(bad)} bad rows, {len(times)} bad times to {HERE}")
+    print(
+        f"wrote {len(sales)} sales ({len({r['customer_id'] for r in sales})} customers, "
+        f"{len(emails)} with an email id), {len(views)} impressions, {len(web)} web events, "
+        f"{len(bad)} bad rows, {len(times)} bad times to {HERE}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def schema() -> dict[str, Any]:
 def write_csv(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Write lines (header first) to a CSV file and return its path."""
 
-    def write(lines: list[str], name: str = "input.csv", *, newline: str = "\n",
-              encoding: str = "utf-8") -> Path:
+    def write(
+        lines: list[str], name: str = "input.csv", *, newline: str = "\n", encoding: str = "utf-8"
+    ) -> Path:
         path = tmp_path / name
         path.write_bytes((newline.join(lines) + newline).encode(encoding))
         return path

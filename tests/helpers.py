@@ -47,9 +47,8 @@ def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
     """Write a schema dict as TOML (tables of scalars, arrays of tables, top-level lists)."""
     lines: list[str] = []
     for key, value in schema.items():
-        if isinstance(value, str | int):
-            lines.append(f"{key} = {json.dumps(value)}")
-        elif isinstance(value, list) and value and not isinstance(value[0], dict):
+        plain_list = isinstance(value, list) and value and not isinstance(value[0], dict)
+        if isinstance(value, str | int) or plain_list:
             lines.append(f"{key} = {json.dumps(value)}")
     for key, value in schema.items():
         if isinstance(value, dict):
@@ -63,16 +62,30 @@ def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
     return path
 
 
-def cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m importer ARGS`` to the end."""
-    return subprocess.run([sys.executable, "-m", "importer", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "importer", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=_env(),
+    )
 
 
 def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
     """Start ``python -m importer ARGS`` without waiting."""
-    return subprocess.Popen([sys.executable, "-m", "importer", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "importer", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+    )
 
 
 def _env() -> dict[str, str]:

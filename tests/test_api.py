@@ -20,15 +20,17 @@ from .conftest import BASE_SCHEMA, NOW
 
 def frame() -> pd.DataFrame:
     """Three rows with pandas nullable dtypes and categoricals; the second has no user."""
-    return pd.DataFrame({
-        "user": pd.array(["u1", pd.NA, "u3"], dtype="string"),
-        "event": pd.Categorical(["buy", "buy", "refund"]),
-        "exp": pd.array([87654321, 87654321, 87654321], dtype="Int64"),
-        "var": pd.Categorical(["1111111", "1111111", "2222222_3333333"]),
-        "goals": pd.array([1234567, None, 1234567], dtype="Int64"),
-        "amount": pd.array([5.0, 1.5, 19.99], dtype="Float64"),
-        "ts": pd.array([1462472175, 1462472176, 1462472177], dtype="Int64"),
-    })
+    return pd.DataFrame(
+        {
+            "user": pd.array(["u1", pd.NA, "u3"], dtype="string"),
+            "event": pd.Categorical(["buy", "buy", "refund"]),
+            "exp": pd.array([87654321, 87654321, 87654321], dtype="Int64"),
+            "var": pd.Categorical(["1111111", "1111111", "2222222_3333333"]),
+            "goals": pd.array([1234567, None, 1234567], dtype="Int64"),
+            "amount": pd.array([5.0, 1.5, 19.99], dtype="Float64"),
+            "ts": pd.array([1462472175, 1462472176, 1462472177], dtype="Int64"),
+        }
+    )
 
 
 def test_check_a_dataframe_with_nullable_and_categorical_columns() -> None:
@@ -36,15 +38,21 @@ def test_check_a_dataframe_with_nullable_and_categorical_columns() -> None:
     report = importer.check(frame(), schema=BASE_SCHEMA, now=NOW)
     assert report.accounting == "rows read 3 = valid 2 + rejected 1"
     assert report.rejects[["row", "column", "rule"]].to_dict("records") == [
-        {"row": 2, "column": "user", "rule": "user-id-empty"}]
+        {"row": 2, "column": "user", "rule": "user-id-empty"}
+    ]
     urls = importer.preview(frame(), schema=BASE_SCHEMA, now=NOW)["url"].tolist()
     assert "u=u3&x87654321=2222222_3333333&v=1999&g=1234567" in urls[1]
 
 
 def test_arrow_table_and_schema_object() -> None:
     """An Arrow table, and a schema built in Python from model objects."""
-    schema = importer.Schema(**{**BASE_SCHEMA, "project_id": DigitsField(value="1234567"),
-                                "user_id": UserIdField(column="user", hash="sha256")})
+    schema = importer.Schema(
+        **{
+            **BASE_SCHEMA,
+            "project_id": DigitsField(value="1234567"),
+            "user_id": UserIdField(column="user", hash="sha256"),
+        }
+    )
     table = pa.Table.from_pandas(frame().dropna(subset=["user"]), preserve_index=False)
     report = importer.check(table, schema=schema, now=NOW)
     assert (report.valid, report.rejected) == (2, 0)
@@ -65,8 +73,13 @@ def test_send_inside_a_running_event_loop(tmp_path: Path) -> None:
     with RunningCollector() as collector:
 
         async def notebook_cell() -> Any:
-            return importer.send(frame(), schema=BASE_SCHEMA, endpoint=collector.url,
-                                 ledger=tmp_path / "l.sqlite", now=NOW)
+            return importer.send(
+                frame(),
+                schema=BASE_SCHEMA,
+                endpoint=collector.url,
+                ledger=tmp_path / "l.sqlite",
+                now=NOW,
+            )
 
         report = asyncio.run(notebook_cell())
         assert (report.sent, report.rejected, report.pending) == (2, 1, 0)
@@ -77,10 +90,14 @@ def test_send_async_and_resume_from_python(tmp_path: Path) -> None:
     """send_async is awaitable; a second call with the same ledger sends nothing."""
     ledger = tmp_path / "l.sqlite"
     with RunningCollector() as collector:
-        first = asyncio.run(importer.send_async(frame(), schema=BASE_SCHEMA, endpoint=collector.url,
-                                                ledger=ledger, now=NOW))
-        again = importer.send(frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=ledger,
-                              now=NOW)
+        first = asyncio.run(
+            importer.send_async(
+                frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=ledger, now=NOW
+            )
+        )
+        again = importer.send(
+            frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=ledger, now=NOW
+        )
         assert first.sent == 2
         assert (again.sent, again.skipped_done) == (0, 3)
         assert len(collector.accepted_queries()) == 2
@@ -92,10 +109,12 @@ def test_failures_and_retry_from_python(tmp_path: Path) -> None:
     """Failures are a DataFrame; retry() sends them once the endpoint accepts them."""
     ledger = tmp_path / "l.sqlite"
     with RunningCollector(faults=importer.Faults(bad_request_match="u=u3")) as collector:
-        report = importer.send(frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=ledger,
-                               now=NOW)
+        report = importer.send(
+            frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=ledger, now=NOW
+        )
         assert report.failures[["row", "status", "error"]].to_dict("records") == [
-            {"row": 3, "status": 400, "error": "400 Bad Request"}]
+            {"row": 3, "status": 400, "error": "400 Bad Request"}
+        ]
         assert importer.failures(ledger=ledger)["status"].tolist() == [400]
         collector.set_faults(importer.Faults())  # the cause is fixed
         retried = importer.retry(ledger=ledger)
@@ -107,15 +126,20 @@ def test_failures_and_retry_from_python(tmp_path: Path) -> None:
 def test_report_renders_for_notebooks_and_machines() -> None:
     """HTML for a cell, JSON for machines, and a short repr."""
     report = importer.check(frame(), schema=BASE_SCHEMA, now=NOW)
-    assert report._repr_html_().startswith("<table><caption>event-backfill check: &lt;dataframe&gt;")
+    assert report._repr_html_().startswith(
+        "<table><caption>event-backfill check: &lt;dataframe&gt;"
+    )
     assert json.loads(json.dumps(report.to_dict()))["rejected_by_rule"] == {"user-id-empty": 1}
     assert repr(report) == "<Report check <dataframe>: rows read 3 = valid 2 + rejected 1>"
 
 
-def test_library_prints_nothing_in_a_script(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_library_prints_nothing_in_a_script(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """Outside a notebook, progress defaults to nothing: no output at all."""
     with RunningCollector() as collector:
-        importer.send(frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=tmp_path / "l",
-                      now=NOW)
+        importer.send(
+            frame(), schema=BASE_SCHEMA, endpoint=collector.url, ledger=tmp_path / "l", now=NOW
+        )
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "")

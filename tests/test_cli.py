@@ -67,19 +67,22 @@ def test_check_all_valid_exits_0(schema_file: Path, write_csv) -> None:  # type:
 
 
 def test_check_with_rejects_exits_3_and_writes_a_safe_file(
-    schema_file: Path, write_csv, tmp_path: Path  # type: ignore[no-untyped-def]
+    schema_file: Path,
+    write_csv,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """Rejected rows: exit 3, examples with file and line, a spreadsheet-safe rejects file."""
     path = write_csv([HEADER, SPEC_ROW, "=cmd|' /C calc'!A0,e,1,2,3,-5.00,1462472175"])
     out = tmp_path / "rejects.csv"
-    result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file), "--rejects",
-                                 str(out), "--quiet"])
+    result = runner.invoke(
+        app, ["check", str(path), "--schema", str(schema_file), "--rejects", str(out), "--quiet"]
+    )
     assert result.exit_code == 3, result.output
     assert "rows read 2 = valid 1 + rejected 1" in result.stdout
     assert f"      {path} line 3, column amount: '-5.00'" in result.stdout
     text = out.read_text()
     assert text.splitlines()[0] == '"file","row","line","column","rule","message","value"'
-    assert "\"'-5.00\"" in text
+    assert '"\'-5.00"' in text
     assert "\"'=cmd|' /C calc'!A0\"" not in text  # the user id passed: only the amount is rejected
     assert "value-negative" in text
 
@@ -87,7 +90,9 @@ def test_check_with_rejects_exits_3_and_writes_a_safe_file(
 def test_check_json(schema_file: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
     """--json prints one JSON document with the counts."""
     path = write_csv([HEADER, SPEC_ROW, ",e,1,2,3,1,1462472175"])
-    result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file), "--json", "--quiet"])
+    result = runner.invoke(
+        app, ["check", str(path), "--schema", str(schema_file), "--json", "--quiet"]
+    )
     assert result.exit_code == 3
     report = json.loads(result.stdout)
     assert (report["rows_read"], report["valid"], report["rejected"]) == (2, 1, 1)
@@ -114,7 +119,9 @@ def test_missing_column_exits_2(schema_file: Path, write_csv) -> None:  # type: 
     path = write_csv(["user,event", "u,e"])
     result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file)])
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {path}: missing columns 'goals', 'amount', 'ts', 'exp', 'var' ")
+    assert result.stderr.startswith(
+        f"error: {path}: missing columns 'goals', 'amount', 'ts', 'exp', 'var' "
+    )
     assert "the file has: user, event." in result.stderr
 
 
@@ -132,11 +139,15 @@ def test_preview_prints_one_url_per_line(schema_file: Path, write_csv, tmp_path:
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert all(re.fullmatch(r"https://1234567\.log\.optimizely\.com/event\?" + re.escape(SPEC_QUERY), x)
-               for x in lines)
+    assert all(
+        re.fullmatch(r"https://1234567\.log\.optimizely\.com/event\?" + re.escape(SPEC_QUERY), x)
+        for x in lines
+    )
     assert result.stderr == "2 requests written; 1 rows rejected (run check to see why)\n"
     out = tmp_path / "urls.txt"
-    result = runner.invoke(app, ["preview", str(path), "--schema", str(schema_file), "--out", str(out)])
+    result = runner.invoke(
+        app, ["preview", str(path), "--schema", str(schema_file), "--out", str(out)]
+    )
     assert result.exit_code == 0
     assert len(out.read_text().splitlines()) == 3
 

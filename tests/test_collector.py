@@ -59,7 +59,12 @@ def test_records_to_sqlite_and_counts(tmp_path: Path) -> None:
         assert get(f"{base}?a=x&n=e") == 200  # answered 200 like the real API, but invalid
         with urllib.request.urlopen(base.replace("/event", "/stats"), timeout=10) as response:
             stats = json.loads(response.read())
-    assert (stats["received"], stats["accepted"], stats["invalid"], stats["duplicates"]) == (3, 3, 1, 1)
+    assert (stats["received"], stats["accepted"], stats["invalid"], stats["duplicates"]) == (
+        3,
+        3,
+        1,
+        1,
+    )
     assert stats["value_total"] == 1000
     rows = sqlite3.connect(record).execute("SELECT query, status FROM requests").fetchall()
     assert rows == [(SPEC_QUERY, 200), (SPEC_QUERY, 200), ("a=x&n=e", 200)]

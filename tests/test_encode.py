@@ -14,11 +14,20 @@ from importer import encode
 from .conftest import SPEC_QUERY
 
 SPEC_PARAMS = [
-    ("a", "1234567"), ("n", "example_event"), ("u", "1316548451038r0"), ("x87654321", "1111111"),
-    ("v", "500"), ("g", "1234567"), ("d", "8511325"), ("s983745985", "gc"), ("time", "1462472175"),
+    ("a", "1234567"),
+    ("n", "example_event"),
+    ("u", "1316548451038r0"),
+    ("x87654321", "1111111"),
+    ("v", "500"),
+    ("g", "1234567"),
+    ("d", "8511325"),
+    ("s983745985", "gc"),
+    ("time", "1462472175"),
 ]
 HOSTILE = st.text(
-    alphabet=st.one_of(st.sampled_from(list("&=#%+ ?/;\r\n\x00\t'\"<>")), st.characters(exclude_categories=("Cs",))),
+    alphabet=st.one_of(
+        st.sampled_from(list("&=#%+ ?/;\r\n\x00\t'\"<>")), st.characters(exclude_categories=("Cs",))
+    ),
     max_size=40,
 )
 
@@ -60,8 +69,15 @@ def test_goal_ids_keep_their_commas() -> None:
 @given(name=HOSTILE, user=HOSTILE, segment=HOSTILE)
 def test_decoding_gives_back_exactly_the_parameters(name: str, user: str, segment: str) -> None:
     """A standard parser recovers every value exactly, and no value adds a parameter."""
-    params = [("a", "1"), ("n", name), ("u", user), ("x1", "2"), ("d", "3"), ("s9", segment),
-              ("time", "4")]
+    params = [
+        ("a", "1"),
+        ("n", name),
+        ("u", user),
+        ("x1", "2"),
+        ("d", "3"),
+        ("s9", segment),
+        ("time", "4"),
+    ]
     url = encode.encode_event("https://{project_id}.log.optimizely.com/event", params)
     parts = urlsplit(url)
     assert parts.hostname == "1.log.optimizely.com"

@@ -44,9 +44,17 @@ def test_runs_of_merges_consecutive_positions() -> None:
 def events(positions: list[int]) -> pa.Table:
     """A minimal events table for lease()."""
     n = len(positions)
-    return pa.table({"position": positions, "url": [f"u{p}" for p in positions], "n": ["e"] * n,
-                     "v": [1] * n, "time": [0] * n, "row": [p + 1 for p in positions],
-                     "line": [None] * n})
+    return pa.table(
+        {
+            "position": positions,
+            "url": [f"u{p}" for p in positions],
+            "n": ["e"] * n,
+            "v": [1] * n,
+            "time": [0] * n,
+            "row": [p + 1 for p in positions],
+            "line": [None] * n,
+        }
+    )
 
 
 def test_done_rows_survive_reopening_as_few_ranges(tmp_path: Path) -> None:
@@ -98,9 +106,13 @@ def test_changed_source_or_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     SqliteLedger(path, KEY).close()
     changed = RunKey(KEY.source_key, KEY.source_name, "src2", KEY.schema_fingerprint, KEY.endpoint)
-    with pytest.raises(RunMismatchError, match="the file's contents changed since.*pass --new-run"):
+    with pytest.raises(
+        RunMismatchError, match=r"the file's contents changed since.*pass --new-run"
+    ):
         SqliteLedger(path, changed)
-    other_schema = RunKey(KEY.source_key, KEY.source_name, KEY.source_fingerprint, "s2", KEY.endpoint)
+    other_schema = RunKey(
+        KEY.source_key, KEY.source_name, KEY.source_fingerprint, "s2", KEY.endpoint
+    )
     with pytest.raises(RunMismatchError, match="the schema changed since"):
         SqliteLedger(path, other_schema)
     fresh = SqliteLedger(path, changed, new_run=True)
@@ -145,5 +157,6 @@ def test_failures_are_recorded(tmp_path: Path) -> None:
     ledger.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT position, url, attempts, status, error FROM failures").fetchall() == [
-        (0, "u0", 1, 400, "400 Bad Request")]
+        (0, "u0", 1, 400, "400 Bad Request")
+    ]
     assert db.execute("SELECT watermark, failed FROM runs").fetchone() == (1, 1)

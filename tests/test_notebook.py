@@ -41,8 +41,9 @@ def tagged(notebook: Any, tag: str) -> Any:
 def test_backfill_notebook_runs_and_sends_nothing_twice() -> None:
     """check → fix → send → send again: every fixed row arrives once, the re-run sends none."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     check = tagged(notebook, "check")
     assert "rows read 240 = valid 232 + rejected 8" in text_of(check)
     html = [o["data"]["text/html"] for o in check.outputs if "text/html" in o.get("data", {})]
@@ -52,8 +53,9 @@ def test_backfill_notebook_runs_and_sends_nothing_twice() -> None:
     for rule in ("value-negative", "user-id-empty", "user-id-email"):
         assert rule in rejects
     assert "rows read 238 = valid 238 + rejected 0" in text_of(tagged(notebook, "recheck"))
-    assert ("rows read 238 = sent 238 + rejected 0 + failed 0 + skipped 0 + pending 0"
-            in text_of(tagged(notebook, "send")))
+    assert "rows read 238 = sent 238 + rejected 0 + failed 0 + skipped 0 + pending 0" in text_of(
+        tagged(notebook, "send")
+    )
     received = text_of(tagged(notebook, "received"))
     assert "received by the collector: 238" in received
     totals = received.split("sum of v received:")[1].split("| sum of v sent:")
@@ -64,8 +66,9 @@ def test_backfill_notebook_runs_and_sends_nothing_twice() -> None:
     assert "finished" in text_of(tagged(notebook, "status"))
 
 
-def run_cell(client: Any, code: str, *, interrupt_after: float | None = None,
-             kernel: Any = None) -> str:
+def run_cell(
+    client: Any, code: str, *, interrupt_after: float | None = None, kernel: Any = None
+) -> str:
     """Execute code in a kernel, optionally interrupting it; return what it printed."""
     msg_id = client.execute(code)
     if interrupt_after is not None:
@@ -94,19 +97,26 @@ def test_ctrl_c_in_a_kernel_stops_gracefully_and_resumes(tmp_path: Path) -> None
             "import importer, json\n"
             "collector = importer.RunningCollector()\n"
             f"schema = {SALES_SCHEMA!r}\n"
-            f"args = dict(schema=schema, endpoint=collector.url, ledger={str(tmp_path / 'l.sqlite')!r},"
-            " rate=2000, progress=False)\n"
+            "args = dict(schema=schema, endpoint=collector.url, "
+            f"ledger={str(tmp_path / 'l.sqlite')!r}, rate=2000, progress=False)\n"
         )
         assert "Error" not in run_cell(client, setup)
-        stopped = run_cell(client, f"r = importer.send({str(data)!r}, **args)\nprint(r.render())",
-                           interrupt_after=3.0, kernel=kernel)
+        stopped = run_cell(
+            client,
+            f"r = importer.send({str(data)!r}, **args)\nprint(r.render())",
+            interrupt_after=3.0,
+            kernel=kernel,
+        )
         assert "KeyboardInterrupt" not in stopped
         assert "stopped on request with" in stopped
         assert "run the same command again to resume" in stopped
-        finished = run_cell(client, f"r = importer.send({str(data)!r}, **args)\n"
-                            "print(r.accounting)\n"
-                            "q = collector.accepted_queries()\n"
-                            "print('received', len(q), 'distinct', len(set(q)))")
+        finished = run_cell(
+            client,
+            f"r = importer.send({str(data)!r}, **args)\n"
+            "print(r.accounting)\n"
+            "q = collector.accepted_queries()\n"
+            "print('received', len(q), 'distinct', len(set(q)))",
+        )
         assert "pending 0" in finished
         assert "received 20000 distinct 20000" in finished
     finally:

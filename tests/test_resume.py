@@ -42,8 +42,21 @@ def reported_unknown(stderr: str) -> int:
 
 def send_args(data: Path, schema: Path, url: str, ledger: Path, *extra: str) -> list[str]:
     """The send command line used by these tests (rate-limited so kills land mid-run)."""
-    return ["send", str(data), "--schema", str(schema), "--endpoint", url, "--ledger", str(ledger),
-            "--quiet", "--rate", "4000", "--json", *extra]
+    return [
+        "send",
+        str(data),
+        "--schema",
+        str(schema),
+        "--endpoint",
+        url,
+        "--ledger",
+        str(ledger),
+        "--quiet",
+        "--rate",
+        "4000",
+        "--json",
+        *extra,
+    ]
 
 
 def test_kill_9_at_random_points_loses_nothing(tmp_path: Path) -> None:
@@ -58,7 +71,11 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path) -> None:
         for _ in range(10):
             before = sum(collector.accepted().values())
             process = start_cli(*args)
-            wait_for(lambda: sum(collector.accepted().values()) > before or process.poll() is not None)
+            wait_for(
+                lambda before=before, process=process: (
+                    sum(collector.accepted().values()) > before or process.poll() is not None
+                )
+            )
             time.sleep(rng.uniform(0.05, 1.5))
             process.send_signal(signal.SIGKILL)
             _, stderr = process.communicate(timeout=30)
@@ -89,7 +106,7 @@ def test_graceful_signals_lose_nothing_and_duplicate_nothing(tmp_path: Path, sig
         for _ in range(5):
             before = sum(collector.accepted().values())
             process = start_cli(*args)
-            wait_for(lambda: sum(collector.accepted().values()) > before)
+            wait_for(lambda before=before: sum(collector.accepted().values()) > before)
             time.sleep(rng.uniform(0.05, 0.6))  # 5 stops leave most of the 40,000 rows
             process.send_signal(signum)
             stdout, stderr = process.communicate(timeout=60)
@@ -120,7 +137,10 @@ def test_unknown_skip_after_a_kill_duplicates_nothing(tmp_path: Path) -> None:
         assert final.returncode == 0, final.stderr
         received = collector.accepted()
     unknown = reported_unknown(final.stderr)
-    assert f"the {unknown:,} unknown rows are skipped: at most {unknown:,} events may be missing" in final.stderr
+    assert (
+        f"the {unknown:,} unknown rows are skipped: at most {unknown:,} events may be missing"
+        in final.stderr
+    )
     assert set(received.values()) == {1}  # duplicates = 0
     assert 20_000 - len(received) <= unknown
 
@@ -155,8 +175,20 @@ def test_retry_after_a_window_of_400s_delivers_each_failure_once(tmp_path: Path)
     schema = schema_toml(tmp_path / "schema.toml")
     ledger = tmp_path / "ledger.sqlite"
     with CollectorProcess(tmp_path / "received.ndjson", "--bad-request-window", "0:1") as collector:
-        sent = cli("send", str(data), "--schema", str(schema), "--endpoint", collector.url,
-                   "--ledger", str(ledger), "--quiet", "--json", "--rate", "1000")
+        sent = cli(
+            "send",
+            str(data),
+            "--schema",
+            str(schema),
+            "--endpoint",
+            collector.url,
+            "--ledger",
+            str(ledger),
+            "--quiet",
+            "--json",
+            "--rate",
+            "1000",
+        )
         assert sent.returncode == 3, sent.stderr
         report = json.loads(sent.stdout)
         assert report["failed"] > 0 and report["sent"] > 0 and report["balanced"]

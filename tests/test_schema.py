@@ -55,8 +55,8 @@ def test_fingerprint_changes_with_what_is_sent(schema: dict[str, Any]) -> None:
             id="hostile-project-constant",
         ),
         pytest.param(
-            {"project_id": {"value": "１２３"}},
-            "schema: key 'project_id': 'value' must be ASCII digits only, got '１２３'",
+            {"project_id": {"value": "\uff11\uff12\uff13"}},
+            "schema: key 'project_id': 'value' must be ASCII digits only, got '\uff11\uff12\uff13'",
             id="fullwidth-digits",
         ),
         pytest.param(
@@ -97,7 +97,9 @@ def test_fingerprint_changes_with_what_is_sent(schema: dict[str, Any]) -> None:
         ),
     ],
 )
-def test_mistakes_name_the_key(schema: dict[str, Any], change: dict[str, Any], message: str) -> None:
+def test_mistakes_name_the_key(
+    schema: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
     """Each mistake gets one message naming the key and what is wrong."""
     with pytest.raises(SchemaError) as caught:
         load_schema({**schema, **change})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -28,8 +29,9 @@ def test_every_valid_sample_row_arrives_once_as_previewed(tmp_path: Path) -> Non
     """Each valid row arrives exactly once, with exactly the query preview printed for it."""
     previewed = api.preview(SALES, schema=SALES_SCHEMA_FILE, n=None)
     with RunningCollector() as collector:
-        report = api.send(SALES, schema=SALES_SCHEMA_FILE, endpoint=collector.url,
-                          ledger=tmp_path / "l.sqlite")
+        report = api.send(
+            SALES, schema=SALES_SCHEMA_FILE, endpoint=collector.url, ledger=tmp_path / "l.sqlite"
+        )
         received = Counter(collector.accepted_queries())
     assert report.balanced(), report.accounting
     assert (report.sent, report.rejected, report.failed, report.pending) == (600, 0, 0, 0)
@@ -39,11 +41,26 @@ def test_every_valid_sample_row_arrives_once_as_previewed(tmp_path: Path) -> Non
 
 def test_faults_deliver_everything_and_honour_retry_after(tmp_path: Path) -> None:
     """20% 503, 5% 429 (Retry-After 1), 2% resets, 1% hangs: all delivered, none failed."""
-    faults = Faults(error_rate=0.2, throttle_rate=0.05, retry_after=1, reset_rate=0.02,
-                    hang_rate=0.01, hang_seconds=3, seed=11)
+    faults = Faults(
+        error_rate=0.2,
+        throttle_rate=0.05,
+        retry_after=1,
+        reset_rate=0.02,
+        hang_rate=0.01,
+        hang_seconds=3,
+        seed=11,
+    )
     with RunningCollector(faults=faults) as collector:
-        report = api.send(SALES, schema=SALES_SCHEMA_FILE, endpoint=collector.url, ledger=None,
-                          total_timeout=1.0, max_attempts=25, backoff_base=0.05, backoff_cap=0.5)
+        report = api.send(
+            SALES,
+            schema=SALES_SCHEMA_FILE,
+            endpoint=collector.url,
+            ledger=None,
+            total_timeout=1.0,
+            max_attempts=25,
+            backoff_base=0.05,
+            backoff_cap=0.5,
+        )
         records = collector.records
     assert report.balanced(), report.accounting
     assert (report.sent, report.failed, report.pending) == (600, 0, 0)
@@ -58,7 +75,7 @@ def test_faults_deliver_everything_and_honour_retry_after(tmp_path: Path) -> Non
     early = []
     for attempts in by_query.values():
         attempts.sort(key=lambda r: r["t"])
-        for throttled, following in zip(attempts, attempts[1:], strict=False):
+        for throttled, following in itertools.pairwise(attempts):
             if throttled["status"] == 429 and following["t"] < throttled["retry_not_before"]:
                 early.append((throttled, following))
     assert early == []
@@ -69,8 +86,9 @@ def test_retry_after_as_an_http_date(tmp_path: Path) -> None:
     faults = Faults(throttle_rate=0.3, retry_after=1, retry_after_date=True, seed=3)
     data = write_sales(tmp_path / "s.csv", 0, 60)
     with RunningCollector(faults=faults) as collector:
-        report = api.send(data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None,
-                          max_attempts=20)
+        report = api.send(
+            data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None, max_attempts=20
+        )
         records = sorted(collector.records, key=lambda r: r["t"])
     assert report.sent == 60
     for throttled in (r for r in records if r["status"] == 429):
@@ -119,34 +137,67 @@ def test_nothing_listening_stops_resumable_without_failures(tmp_path: Path) -> N
     """Connection refused everywhere: exit 1 after --give-up-after; rows pending, none failed."""
     data = write_sales(tmp_path / "s.csv", 0, 50)
     schema = schema_toml(tmp_path / "s.toml")
-    result = cli("send", str(data), "--schema", str(schema), "--endpoint",
-                 f"http://127.0.0.1:{free_port()}/event", "--give-up-after", "1.5", "--quiet",
-                 "--ledger", str(tmp_path / "l.sqlite"), "--json")
+    result = cli(
+        "send",
+        str(data),
+        "--schema",
+        str(schema),
+        "--endpoint",
+        f"http://127.0.0.1:{free_port()}/event",
+        "--give-up-after",
+        "1.5",
+        "--quiet",
+        "--ledger",
+        str(tmp_path / "l.sqlite"),
+        "--json",
+    )
     assert result.returncode == 1, result.stderr
     import json
 
     report = json.loads(result.stdout)
     assert (report["sent"], report["failed"], report["pending"]) == (0, 0, 50)
     assert report["balanced"] is True
-    assert "stopped: nothing was delivered for 1.5 s (last error: cannot connect:" in report["notes"][0]
+    assert (
+        "stopped: nothing was delivered for 1.5 s (last error: cannot connect:"
+        in report["notes"][0]
+    )
     assert "run the same command again to resume" in report["notes"][0]
     assert report["unknown"] == 0  # refused connections certainly never arrived
 
 
 def test_send_cli_sandbox_prints_what_the_collector_received(tmp_path: Path) -> None:
     """--sandbox sends to an in-process collector and ends with what it received."""
-    result = cli("send", str(SALES), "--schema", str(SALES_SCHEMA_FILE), "--sandbox", "--quiet",
-                 "--ledger", str(tmp_path / "l.sqlite"))
+    result = cli(
+        "send",
+        str(SALES),
+        "--schema",
+        str(SALES_SCHEMA_FILE),
+        "--sandbox",
+        "--quiet",
+        "--ledger",
+        str(tmp_path / "l.sqlite"),
+    )
     assert result.returncode == 0, result.stderr
-    assert "rows read 600 = sent 600 + rejected 0 + failed 0 + skipped 0 + pending 0" in result.stdout
-    assert ("the sandbox collector received 600 requests: 600 answered 200, 0 invalid by the "
-            "spec, 0 duplicate queries, sum of v 11,479,351") in result.stdout
+    assert (
+        "rows read 600 = sent 600 + rejected 0 + failed 0 + skipped 0 + pending 0" in result.stdout
+    )
+    assert (
+        "the sandbox collector received 600 requests: 600 answered 200, 0 invalid by the "
+        "spec, 0 duplicate queries, sum of v 11,479,351"
+    ) in result.stdout
 
 
 def test_dry_run_is_preview(tmp_path: Path) -> None:
     """send --dry-run prints the URLs and sends nothing."""
-    result = cli("send", str(SALES), "--schema", str(SALES_SCHEMA_FILE), "--dry-run",
-                 "--endpoint", "http://127.0.0.1:9/event")
+    result = cli(
+        "send",
+        str(SALES),
+        "--schema",
+        str(SALES_SCHEMA_FILE),
+        "--dry-run",
+        "--endpoint",
+        "http://127.0.0.1:9/event",
+    )
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 600
     assert result.stdout.startswith("http://127.0.0.1:9/event?a=1234567&n=offline_purchase&u=")

@@ -112,7 +112,9 @@ def test_not_utf8_says_what_to_do(tmp_path: Path) -> None:
     """A Latin-1 file fails with a hint; with the encoding set it reads."""
     path = tmp_path / "latin.csv"
     path.write_bytes("name\ncafé\n".encode("latin-1"))
-    with pytest.raises(SourceError, match=r"not valid utf-8; re-save it as UTF-8, or set \[csv\] encoding"):
+    with pytest.raises(
+        SourceError, match=r"not valid utf-8; re-save it as UTF-8, or set \[csv\] encoding"
+    ):
         read_all(path, ["name"])
     assert read_all(path, ["name"], options=CsvOptions(encoding="latin-1"))["name"] == ["café"]
 
@@ -151,10 +153,12 @@ def test_fingerprint_is_content(tmp_path: Path, write_csv) -> None:  # type: ign
 
 def test_dataframe_with_nullable_and_categorical_columns() -> None:
     """Nullable ints, categoricals and strings come through as Arrow."""
-    frame = pd.DataFrame({
-        "id": pd.array([1, None, 3], dtype="Int64"),
-        "cat": pd.Categorical(["x", "y", "x"]),
-    })
+    frame = pd.DataFrame(
+        {
+            "id": pd.array([1, None, 3], dtype="Int64"),
+            "cat": pd.Categorical(["x", "y", "x"]),
+        }
+    )
     data = read_all(frame, ["id", "cat"])
     assert data["id"] == [1, None, 3]
     assert data["cat"] == ["x", "y", "x"]

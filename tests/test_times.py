@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pytest
 
 from importer.rules import Violations
 from importer.schema import Checks, TimeField
@@ -15,7 +14,9 @@ from importer.times import parse_times
 from .conftest import NOW
 
 
-def run(cells: pa.Array | list[Any], checks: Checks | None = None, **options: Any) -> tuple[list[Any], dict[str, list[int]]]:
+def run(
+    cells: pa.Array | list[Any], checks: Checks | None = None, **options: Any
+) -> tuple[list[Any], dict[str, list[int]]]:
     """Parse a time column; return epoch seconds and the rows per broken rule."""
     array = cells if isinstance(cells, pa.Array) else pa.array(cells)
     spec = TimeField(column="ts", **options)
@@ -48,10 +49,14 @@ def test_integer_and_float_columns() -> None:
 
 def test_iso_with_offsets() -> None:
     """ISO 8601 with Z, +hh:mm, +hhmm and fractions gives the same instant."""
-    values, rules = run([
-        "2016-05-05T18:16:15Z", "2016-05-05T20:16:15+02:00", "2016-05-05 13:16:15.999-05:00",
-        "2016-05-05T20:16:15+0200",
-    ])
+    values, rules = run(
+        [
+            "2016-05-05T18:16:15Z",
+            "2016-05-05T20:16:15+02:00",
+            "2016-05-05 13:16:15.999-05:00",
+            "2016-05-05T20:16:15+0200",
+        ]
+    )
     assert (values, rules) == ([1462472175] * 4, {})
 
 
@@ -68,8 +73,10 @@ def test_naive_time_without_zone_is_refused() -> None:
 
 def test_dst_gap_and_fold_are_refused_by_default() -> None:
     """02:30 on 2024-03-10 does not exist in New York; 01:30 on 2024-11-03 happens twice."""
-    values, rules = run(["2024-03-10 02:30:00", "2024-11-03 01:30:00", "2024-11-03 03:30:00"],
-                        timezone="America/New_York")
+    values, rules = run(
+        ["2024-03-10 02:30:00", "2024-11-03 01:30:00", "2024-11-03 03:30:00"],
+        timezone="America/New_York",
+    )
     assert values == [None, None, utc(2024, 11, 3, 8, 30)]
     assert rules == {"time-dst-fold": [1], "time-dst-gap": [0]}
 
@@ -77,18 +84,21 @@ def test_dst_gap_and_fold_are_refused_by_default() -> None:
 def test_dst_rules_when_resolved() -> None:
     """Gaps shift forward by the gap (02:30 EST = 03:30 EDT); folds take the chosen offset."""
     cells = ["2024-03-10 02:30:00", "2024-11-03 01:30:00"]
-    early, rules = run(cells, timezone="America/New_York", on_dst_gap="shift_forward",
-                       on_dst_fold="earliest")
+    early, rules = run(
+        cells, timezone="America/New_York", on_dst_gap="shift_forward", on_dst_fold="earliest"
+    )
     assert (early, rules) == ([utc(2024, 3, 10, 7, 30), utc(2024, 11, 3, 5, 30)], {})
-    late, _ = run(cells, timezone="America/New_York", on_dst_gap="shift_forward",
-                  on_dst_fold="latest")
+    late, _ = run(
+        cells, timezone="America/New_York", on_dst_gap="shift_forward", on_dst_fold="latest"
+    )
     assert late == [utc(2024, 3, 10, 7, 30), utc(2024, 11, 3, 6, 30)]
 
 
 def test_strptime_pattern() -> None:
     """A day-first pattern in a zone."""
-    values, rules = run(["05/05/2016 20:16", "31/02/2016 10:00"], format="%d/%m/%Y %H:%M",
-                        timezone="Europe/Paris")
+    values, rules = run(
+        ["05/05/2016 20:16", "31/02/2016 10:00"], format="%d/%m/%Y %H:%M", timezone="Europe/Paris"
+    )
     assert values == [1462472160, None]
     assert rules == {"time-format": [1]}
 

@@ -12,7 +12,9 @@ from importer.schema import ValueField
 from importer.values import parse_values
 
 
-def run(cells: list[str], currency: list[str] | None = None, **options: Any) -> tuple[list[Any], dict[str, list[int]]]:
+def run(
+    cells: list[str], currency: list[str] | None = None, **options: Any
+) -> tuple[list[Any], dict[str, list[int]]]:
     """Parse cells; return the values and, per rule, the rows that broke it."""
     spec = ValueField(column="amount", **options)
     found = Violations(len(cells))
@@ -62,8 +64,9 @@ def test_rounding_modes(mode: str, expected: list[int]) -> None:
 
 def test_thousands_separators_and_symbols() -> None:
     """'1,234.56' and '$5.00' parse with the options; wrong grouping is refused."""
-    values, rules = run(["1,234.56", "$5.00", "12,34.5", "1,234,567"], scale=100,
-                        thousands_separator=",", strip="$")
+    values, rules = run(
+        ["1,234.56", "$5.00", "12,34.5", "1,234,567"], scale=100, thousands_separator=",", strip="$"
+    )
     assert values == [123456, 500, None, 123456700]
     assert rules == {"value-format": [2]}
 
@@ -105,8 +108,11 @@ def test_optional_empty_value_is_left_out() -> None:
 
 def test_currency_minor_units() -> None:
     """JPY has 0 decimals, KWD 3, USD 2; an unknown code is refused, never guessed."""
-    values, rules = run(["1500", "1.234", "19.99", "19.99", "1.5", "3"],
-                        ["JPY", "KWD", "usd", "XYZ", "JPY", ""], currency_column="currency")
+    values, rules = run(
+        ["1500", "1.234", "19.99", "19.99", "1.5", "3"],
+        ["JPY", "KWD", "usd", "XYZ", "JPY", ""],
+        currency_column="currency",
+    )
     assert values == [1500, 1234, 1999, None, None, None]
     assert rules == {"currency-unknown": [3, 5], "value-rounding": [4]}
 
