@@ -62,6 +62,17 @@ EndpointOpt = Annotated[
 ]
 
 LedgerOpt = Annotated[Path, typer.Option(help="The SQLite ledger that makes runs resumable.")]
+ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.", min=1)]
+RateOpt = Annotated[
+    float | None,
+    typer.Option(help="At most N requests per second.", min=0.001, show_default=False),
+]
+MaxAttemptsOpt = Annotated[int, typer.Option(help="Attempts per row.", min=1)]
+GiveUpOpt = Annotated[
+    float,
+    typer.Option(help="Stop (resumable) when nothing succeeded for this many seconds.", min=0.1),
+]
+RunOpt = Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)]
 T = TypeVar("T")
 
 
@@ -191,28 +202,16 @@ def send(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Send nothing: print the requests, as preview does.")
     ] = False,
-    concurrency: Annotated[
-        int, typer.Option(help="Requests in flight at once.", min=1)
-    ] = DEFAULT_CONCURRENCY,
-    rate: Annotated[
-        float | None,
-        typer.Option(help="At most N requests per second.", min=0.001, show_default=False),
-    ] = None,
-    max_attempts: Annotated[
-        int, typer.Option(help="Attempts per row.", min=1)
-    ] = DEFAULT_MAX_ATTEMPTS,
+    concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
+    rate: RateOpt = None,
+    max_attempts: MaxAttemptsOpt = DEFAULT_MAX_ATTEMPTS,
     timeout: Annotated[
         float, typer.Option(help="Seconds per request.", min=0.01)
     ] = DEFAULT_TOTAL_TIMEOUT,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to connect.", min=0.01)
     ] = DEFAULT_CONNECT_TIMEOUT,
-    give_up_after: Annotated[
-        float,
-        typer.Option(
-            help="Stop (resumable) when nothing succeeded for this many seconds.", min=0.1
-        ),
-    ] = DEFAULT_GIVE_UP_AFTER,
+    give_up_after: GiveUpOpt = DEFAULT_GIVE_UP_AFTER,
     drain_timeout: Annotated[
         float, typer.Option(help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)
     ] = DEFAULT_DRAIN_TIMEOUT,
@@ -306,22 +305,11 @@ def status(ledger: LedgerOpt = DEFAULT_LEDGER, as_json: JsonOpt = False) -> None
 @app.command()
 def retry(
     ledger: LedgerOpt = DEFAULT_LEDGER,
-    run: Annotated[
-        int | None, typer.Option(help="Only this run's failures.", show_default=False)
-    ] = None,
-    concurrency: Annotated[
-        int, typer.Option(help="Requests in flight at once.", min=1)
-    ] = DEFAULT_CONCURRENCY,
-    rate: Annotated[
-        float | None,
-        typer.Option(help="At most N requests per second.", min=0.001, show_default=False),
-    ] = None,
-    max_attempts: Annotated[
-        int, typer.Option(help="Attempts per row.", min=1)
-    ] = DEFAULT_MAX_ATTEMPTS,
-    give_up_after: Annotated[
-        float, typer.Option(help="Stop when nothing succeeded for this many seconds.", min=0.1)
-    ] = DEFAULT_GIVE_UP_AFTER,
+    run: RunOpt = None,
+    concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
+    rate: RateOpt = None,
+    max_attempts: MaxAttemptsOpt = DEFAULT_MAX_ATTEMPTS,
+    give_up_after: GiveUpOpt = DEFAULT_GIVE_UP_AFTER,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -347,9 +335,7 @@ def retry(
 def failures_export(
     out: Annotated[Path, typer.Argument(help="A .csv (spreadsheet-safe) or .parquet file.")],
     ledger: LedgerOpt = DEFAULT_LEDGER,
-    run: Annotated[
-        int | None, typer.Option(help="Only this run's failures.", show_default=False)
-    ] = None,
+    run: RunOpt = None,
 ) -> None:
     """Write the failed rows with their last status and error to a file.
 

@@ -8,6 +8,7 @@ resolve them. A missing time is a reject, never "now".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -188,28 +189,26 @@ def _parse_pattern(
         ok[:] = False
     ints = pc.cast(pc.fill_null(parsed, pa.scalar(0, parsed.type)), pa.int64())
     times.set(np.flatnonzero(ok), ints.to_numpy(zero_copy_only=False)[ok], naive="%z" not in fmt)
-    bad = rows & ~ok & ~doubt
-    values = text.to_pylist()
-    cache: dict[str, int | None] = {}
-    for i in np.flatnonzero(doubt):
-        if values[i] not in cache:
-            cache[values[i]] = _strptime_seconds(values[i], fmt)
-        seconds = cache[values[i]]
-        if seconds is None:
-            bad[i] = True
-        else:
-            times.set(np.array([i]), np.array([seconds]), naive="%z" not in fmt)
-    found.add(bad, "time-format", column, raw)
+    found.add(rows & ~ok & ~doubt, "time-format", column, raw)
+    if doubt.any():
+        _parse_each(
+            text, doubt, lambda value: _strptime_seconds(value, fmt), times, found, column, raw
+        )
 
 
-def _strptime_seconds(value: str, fmt: str) -> int | None:
-    """Python's strict strptime: epoch seconds (wall time as if UTC when naive) or None."""
+def _strptime_seconds(value: str, fmt: str) -> tuple[int, bool] | None:
+    """Python's strict strptime: (epoch seconds, naive) or None; naive ones count as if UTC."""
     try:
         parsed = datetime.strptime(value, fmt)
     except ValueError:
         return None
-    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return int(aware.timestamp() // 1)
+    return _seconds_of(parsed)
+
+
+def _seconds_of(parsed: datetime) -> tuple[int, bool]:
+    naive = parsed.tzinfo is None
+    aware = parsed.replace(tzinfo=UTC) if naive else parsed
+    return int(aware.timestamp() // 1), naive
 
 
 def _parse_iso(
@@ -240,24 +239,26 @@ def _parse_iso(
         rows = rows & ~subset
     rest = rows & ~times.known & ~times.naive
     if rest.any():
-        _parse_iso_python(text, rest, times, found, column, raw)
+        _parse_each(text, rest, _iso_seconds, times, found, column, raw)
 
 
-def _parse_iso_python(
+def _parse_each(
     text: pa.Array,
     rows: np.ndarray,
+    parse: Callable[[str], tuple[int, bool] | None],
     times: _Times,
     found: Violations,
     column: str,
     raw: pa.Array,
 ) -> None:
+    """Parse the given rows in Python, once per distinct text; None marks a format error."""
     values = text.to_pylist()
     cache: dict[str, tuple[int, bool] | None] = {}
     bad = np.zeros(len(values), dtype=bool)
     for i in np.flatnonzero(rows):
         value = values[i]
         if value not in cache:
-            cache[value] = _iso_seconds(value)
+            cache[value] = parse(value)
         result = cache[value]
         if result is None:
             bad[i] = True
@@ -269,12 +270,9 @@ def _parse_iso_python(
 def _iso_seconds(value: str) -> tuple[int, bool] | None:
     """(epoch seconds, naive) for one ISO 8601 text; naive ones count as if in UTC."""
     try:
-        parsed = datetime.fromisoformat(value)
+        return _seconds_of(datetime.fromisoformat(value))
     except ValueError:
         return None
-    naive = parsed.tzinfo is None
-    aware = parsed.replace(tzinfo=UTC) if naive else parsed
-    return int(aware.timestamp() // 1), naive
 
 
 def _localize(times: _Times, spec: TimeField, found: Violations, raw: _Raw) -> None:

@@ -43,8 +43,8 @@ def write_sales(path: Path, start: int, count: int) -> Path:
     return path
 
 
-def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
-    """Write a schema dict as TOML (tables of scalars, arrays of tables, top-level lists)."""
+def schema_toml_text(schema: dict[str, Any]) -> str:
+    """A schema dict as TOML (tables of scalars, arrays of tables, top-level lists)."""
     lines: list[str] = []
     for key, value in schema.items():
         plain_list = isinstance(value, list) and value and not isinstance(value[0], dict)
@@ -58,7 +58,12 @@ def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
             for item in value:
                 lines.append(f"[[{key}]]")
                 lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
+    """Write a schema dict as a TOML file."""
+    path.write_text(schema_toml_text(schema))
     return path
 
 

@@ -6,7 +6,6 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 import typer
@@ -15,32 +14,16 @@ from typer.testing import CliRunner
 from importer.cli import app
 
 from .conftest import BASE_SCHEMA, HEADER, SPEC_QUERY, SPEC_ROW
+from .helpers import schema_toml_text
 
 runner = CliRunner()
-
-
-def toml_of(data: dict[str, Any]) -> str:
-    """A tiny TOML writer for the schema dicts used here."""
-    lines: list[str] = []
-    for key, value in data.items():
-        if isinstance(value, str):
-            lines.append(f"{key} = {json.dumps(value)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines.append(f"[[{key}]]")
-                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
 def schema_file(tmp_path: Path) -> Path:
     """The base schema as a TOML file."""
     path = tmp_path / "schema.toml"
-    path.write_text(toml_of(BASE_SCHEMA))
+    path.write_text(schema_toml_text(BASE_SCHEMA))
     assert tomllib.loads(path.read_text())["user_id"] == {"column": "user"}
     return path
 
@@ -103,7 +86,7 @@ def test_check_json(schema_file: Path, write_csv) -> None:  # type: ignore[no-un
 def test_schema_error_exits_2_naming_file_and_key(tmp_path: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
     """A wrong key: exit 2, one line naming the file and key, no traceback."""
     bad = tmp_path / "bad.toml"
-    bad.write_text(toml_of({**BASE_SCHEMA, "value": {"column": "amount", "scael": 100}}))
+    bad.write_text(schema_toml_text({**BASE_SCHEMA, "value": {"column": "amount", "scael": 100}}))
     result = runner.invoke(app, ["check", str(write_csv([HEADER, SPEC_ROW])), "--schema", str(bad)])
     assert result.exit_code == 2
     assert result.stderr == (
