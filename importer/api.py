@@ -26,7 +26,7 @@ from importer.pipeline import mapped_batches
 from importer.progress import ProgressLike, choose
 from importer.render import resume_lines
 from importer.report import RejectsWriter, Report
-from importer.run import Control, RunSettings, deliver, source_feed
+from importer.run import DEFAULT_SEND_BATCH_SIZE, Control, RunSettings, deliver, source_feed
 from importer.schema import Schema, load_schema
 from importer.sender import SendOptions
 from importer.source import DEFAULT_BATCH_SIZE, Source, open_source
@@ -168,7 +168,7 @@ async def send_async(
     unknown: Unknown = "resend",
     options: SendOptions | None = None,
     rejects: str | Path | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = DEFAULT_SEND_BATCH_SIZE,
     progress: ProgressLike = None,
     control: Control | None = None,
     now: float | None = None,

@@ -29,6 +29,7 @@ from importer.sender import Failure, Outcome, Sender, SendOptions
 from importer.source import DEFAULT_BATCH_SIZE, Source
 
 DEFAULT_LEASE_ROWS = 1024
+DEFAULT_SEND_BATCH_SIZE = 16_384  # small batches: a send run's memory is what it holds at once
 _TICK = 0.02
 
 
@@ -77,7 +78,7 @@ class RunSettings:
     """Everything a send run needs besides the source and schema."""
 
     options: SendOptions = field(default_factory=SendOptions)
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int = DEFAULT_SEND_BATCH_SIZE
     sandbox: bool = False
     progress: Progress = field(default_factory=NullProgress)
     control: Control = field(default_factory=Control)
@@ -170,8 +171,10 @@ def source_feed(
     async def feed(sender: Sender, ledger_thread: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
         reader = ThreadPoolExecutor(1, thread_name_prefix="reader")
+        # One thread reads and maps: mapping is ~100x faster than sending, so read-ahead
+        # would only hold more batches in memory (peak RSS must not grow with the file).
         batches: Generator[Mapped, None, None] = mapped_batches(
-            source, mapper, batch_size=settings.batch_size, ledger=ledger
+            source, mapper, batch_size=settings.batch_size, ledger=ledger, workers=1
         )
         try:
             while sender.accepting:
