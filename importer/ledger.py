@@ -247,6 +247,7 @@ class SqliteLedger:
         self._released: list[int] = []
         self._ambiguous: list[int] = []
         self._leased_keys: dict[int, str] = {}  # dedupe keys of rows leased by this process
+        self._rows_seen = 0
         self._file_lock = FileLock(self.path)
         try:
             self.db = connect(self.path)
@@ -341,17 +342,17 @@ class SqliteLedger:
     # -- transitions -------------------------------------------------------------------------
 
     def reject(self, mapped: Mapped) -> None:
-        """Settle the rejected rows of a mapped batch (one transaction)."""
+        """Settle the rejected rows of a mapped batch (one transaction, if there are any)."""
+        self._rows_seen = max(self._rows_seen, _end(mapped))  # written with the next commit
         rejected = rejected_positions(mapped)
+        if not rejected:
+            return
         with self._transaction():
             self.settled.add(rejected)
             self.db.execute(
-                "UPDATE runs SET rejected = rejected + ?, rows_seen = max(rows_seen, ?), "
-                "updated = ? WHERE id = ?",
-                (len(rejected), _end(mapped), time.time(), self.run_id),
+                "UPDATE runs SET rejected = rejected + ? WHERE id = ?", (len(rejected), self.run_id)
             )
-            if rejected:
-                self._write_ranges()
+            self._write_ranges()
 
     def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted:
         """Claim dedupe keys and lease rows just before they are queued (one transaction).
@@ -445,8 +446,9 @@ class SqliteLedger:
         """Commit what is left, mark the run finished if it is, let go of the file."""
         try:
             self.flush()
-            if finished:
-                with self._transaction():
+            with self._transaction():
+                self._write_ranges()  # also the rows seen since the last commit
+                if finished:
                     self.db.execute(
                         "UPDATE runs SET finished = ? WHERE id = ?", (time.time(), self.run_id)
                     )
@@ -472,9 +474,9 @@ class SqliteLedger:
         self.db.execute("DELETE FROM ranges WHERE run_id = ?", (self.run_id,))
         self.db.executemany("INSERT INTO ranges VALUES (?, ?, ?, ?)", rows)
         self.db.execute(
-            "UPDATE runs SET watermark = ?, sent = sent + ?, failed = failed + ?, updated = ? "
-            "WHERE id = ?",
-            (watermark, sent, failed, time.time(), self.run_id),
+            "UPDATE runs SET watermark = ?, sent = sent + ?, failed = failed + ?, updated = ?, "
+            "rows_seen = max(rows_seen, ?) WHERE id = ?",
+            (watermark, sent, failed, time.time(), self._rows_seen, self.run_id),
         )
 
     def _add_lease(self, positions: list[int]) -> None:

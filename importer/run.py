@@ -26,7 +26,7 @@ from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
 from importer.report import RejectsWriter, Report
 from importer.sender import Failure, Outcome, Sender, SendOptions
-from importer.source import DEFAULT_BATCH_SIZE, Source
+from importer.source import Source
 
 DEFAULT_LEASE_ROWS = 1024
 DEFAULT_SEND_BATCH_SIZE = 16_384  # small batches: a send run's memory is what it holds at once
