@@ -140,3 +140,27 @@ def test_usage_error_exits_2(write_csv) -> None:  # type: ignore[no-untyped-def]
     result = runner.invoke(app, ["check", str(write_csv([HEADER]))])
     assert result.exit_code == 2
     assert "Missing option '--schema'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("chosen", "expected"), [(None, {"jemalloc", "system"}), ("mimalloc", {"mimalloc"})]
+)
+def test_console_script_picks_an_allocator_that_returns_memory(
+    chosen: str | None, expected: set[str]
+) -> None:
+    """A fresh process, as the console script starts; a user's ARROW_DEFAULT_MEMORY_POOL wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    code = (
+        "from importer._entry import _lean_memory_pool; _lean_memory_pool(); "
+        "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() in expected
