@@ -12,17 +12,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .conftest import NOW
+from .conftest import BASE_SCHEMA, NOW
 
 SALES_HEADER = "order_id,user,event,exp,var,goals,amount,ts"
+# The base schema with epoch-second times, no segment, and the order id as dedupe key.
 SALES_SCHEMA: dict[str, Any] = {
-    "project_id": {"value": "1234567"},
-    "account_id": {"value": "8511325"},
-    "user_id": {"column": "user"},
-    "event_name": {"column": "event"},
-    "experiments": [{"experiment_column": "exp", "variation_column": "var"}],
-    "goal_ids": {"column": "goals"},
-    "value": {"column": "amount", "scale": 100},
+    **{key: spec for key, spec in BASE_SCHEMA.items() if key != "segments"},
     "time": {"column": "ts"},
     "dedupe_key": ["order_id"],
 }
