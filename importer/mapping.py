@@ -284,12 +284,16 @@ class Mapper:
         events = empty_events()
         key_list: list[str] | None = None
         if params is not None and valid.any():
-            events, too_long = self._events(batch, valid, params)
+            events, lengths = self._events(batch, valid, params)
+            limit = self.schema.checks.max_url_bytes
+            too_long = lengths > limit
             if too_long.any():
                 long_rows = np.flatnonzero(valid)[too_long]
                 mask = np.zeros(size, dtype=bool)
                 mask[long_rows] = True
-                found.add(mask, "url-too-long", "", None)
+                said = np.full(size, None, dtype=object)
+                said[long_rows] = [f"{n:,} bytes (limit {limit:,})" for n in lengths[too_long]]
+                found.add(mask, "url-too-long", "", pa.array(said, pa.string()))
                 valid[long_rows] = False
                 events = events.filter(pa.array(~too_long))
             if keys is not None:
@@ -304,6 +308,7 @@ class Mapper:
     def _events(
         self, batch: Batch, valid: np.ndarray, params: dict[str, encode.Piece]
     ) -> tuple[pa.Table, np.ndarray]:
+        """The events of the valid rows, and the byte length of each one's URL."""
         keep = pa.array(valid)
         count = int(valid.sum())
         picked = {
@@ -330,7 +335,7 @@ class Mapper:
             picked["time"],
         ]
         url = encode.concat(pieces, count)
-        too_long = encode.lengths(url) > self.schema.checks.max_url_bytes
+        lengths = encode.lengths(url)
         lines = batch.lines[valid] if batch.lines is not None else None
         columns: dict[str, pa.Array] = {
             "position": pa.array(batch.positions[valid]),
@@ -345,7 +350,7 @@ class Mapper:
                 picked[name], count, pa.int64() if name in ("v", "time") else pa.string()
             )
         columns["url"] = url
-        return pa.table(columns), too_long
+        return pa.table(columns), lengths
 
 
 class _Texts:

@@ -95,7 +95,8 @@ def _rules(report: Report) -> list[str]:
         for ex in report.examples.get(rule, []):
             where = f"line {ex['line']}" if ex.get("line") is not None else f"row {ex['row']}"
             column = f", column {ex['column']}" if ex.get("column") else ""
-            out.append(f"      {ex['file']} {where}{column}: {ex['value']!r}")
+            value = f": {ex['value']!r}" if ex.get("value") is not None else ""
+            out.append(f"      {ex['file']} {where}{column}{value}")
     return out
 
 

@@ -194,6 +194,9 @@ def test_url_too_long(schema: dict[str, Any]) -> None:
     events, rejects = events_and_rejects(frame, schema)
     assert [e["row"] for e in events] == [2]
     assert [(r["row"], r["rule"]) for r in rejects] == [(1, "url-too-long")]
+    # The reject says how long the request would be: the other row's, with 99 more user bytes.
+    expected = len(events[0]["url"].encode()) + 99
+    assert rejects[0]["value"] == f"{expected:,} bytes (limit 200)"
 
 
 def test_dedupe_key_must_be_present(schema: dict[str, Any]) -> None:
