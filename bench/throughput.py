@@ -104,22 +104,15 @@ def bare(urls: list[str], concurrency: int) -> float:
     return asyncio.run(main())
 
 
+def send_command(path: Path, schema: Path, url: str, *options: str) -> list[str]:
+    """``event-backfill send`` as a user runs it (quiet: the bar would cost time)."""
+    command = [sys.executable, "-m", "importer", "send", str(path), "--schema", str(schema)]
+    return [*command, "--endpoint", url, "--quiet", *options]
+
+
 def send_cli(path: Path, schema: Path, concurrency: int, ledger: Path | None) -> tuple[float, int]:
     """(b) events/s of ``event-backfill send`` as a user runs it, and its peak RSS in KiB."""
-    args = [
-        sys.executable,
-        "-m",
-        "importer",
-        "send",
-        str(path),
-        "--schema",
-        str(schema),
-        "--endpoint",
-        endpoint(),
-        "--concurrency",
-        str(concurrency),
-        "--quiet",
-    ]
+    args = send_command(path, schema, endpoint(), "--concurrency", str(concurrency))
     args += ["--ledger", str(ledger)] if ledger else ["--no-ledger"]
     started = time.perf_counter()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -194,20 +187,7 @@ def resume_start(rows: int, schema: Path, folder: Path) -> float:
         ledger.close()
         started = time.time()
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "importer",
-                "send",
-                str(path),
-                "--schema",
-                str(schema),
-                "--endpoint",
-                collector.url,
-                "--ledger",
-                str(ledger_path),
-                "--quiet",
-            ],
+            send_command(path, schema, collector.url, "--ledger", str(ledger_path)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -54,6 +54,12 @@ Files = Annotated[
 SchemaOpt = Annotated[Path, typer.Option("--schema", "-s", help="The schema TOML file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+RejectsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write every rejected row to this .csv or .parquet file.", show_default=False
+    ),
+]
 EndpointOpt = Annotated[
     str | None,
     typer.Option(
@@ -115,12 +121,7 @@ def _show(report: Report, as_json: bool) -> None:
 def check(
     files: Files,
     schema: SchemaOpt,
-    rejects: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write every rejected row to this .csv or .parquet file.", show_default=False
-        ),
-    ] = None,
+    rejects: RejectsOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -215,12 +216,7 @@ def send(
     drain_timeout: Annotated[
         float, typer.Option(help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)
     ] = DEFAULT_DRAIN_TIMEOUT,
-    rejects: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write every rejected row to this .csv or .parquet file.", show_default=False
-        ),
-    ] = None,
+    rejects: RejectsOpt = None,
     ledger: LedgerOpt = DEFAULT_LEDGER,
     no_ledger: Annotated[
         bool, typer.Option("--no-ledger", help="Keep no ledger: the run cannot be resumed.")

@@ -101,10 +101,12 @@ class Resume:
 def work_of(
     file: str, events: pa.Table, keep: np.ndarray | None = None, positions: list[int] | None = None
 ) -> Work | None:
-    """Valid rows (those where ``keep`` is true) of one file as sender Work."""
+    """Valid rows (those where ``keep`` is true) of one file as sender Work.
+
+    ``positions``: those of the kept rows, when the caller has them already.
+    """
     if keep is not None and not keep.all():
         events = events.filter(pa.array(keep))
-        positions = None
     if events.num_rows == 0:
         return None
     return Work(
@@ -363,16 +365,17 @@ class SqliteLedger:
         """
         positions = events.column("position").to_pylist()
         with self._transaction():
-            keep = self._claim(keys, positions) if self.dedupe and keys is not None else None
-            if keep is None:
-                duplicates, leased = [], positions
-            else:
-                duplicates = [p for p, k in zip(positions, keep, strict=True) if not k]
-                leased = [p for p, k in zip(positions, keep, strict=True) if k]
-            if keep is not None and keys is not None:
-                self._leased_keys.update(
-                    (p, k) for p, k, kept in zip(positions, keys, keep, strict=True) if kept
-                )
+            keep = None
+            duplicates, leased = [], positions
+            if self.dedupe and keys is not None:
+                keep = self._claim(keys, positions)
+                leased = []
+                for position, key, kept in zip(positions, keys, keep.tolist(), strict=True):
+                    if kept:
+                        leased.append(position)
+                        self._leased_keys[position] = key
+                    else:
+                        duplicates.append(position)
             if duplicates:
                 self.settled.add(duplicates)
                 self.db.execute(
@@ -381,7 +384,7 @@ class SqliteLedger:
                 )
                 self._write_ranges()
             self._add_lease(leased)
-        return Admitted(work_of(file, events, keep, positions), len(duplicates))
+        return Admitted(work_of(file, events, keep, leased), len(duplicates))
 
     def done_many(self, positions: list[int]) -> None:
         """Rows were acknowledged (committed at the next flush)."""
@@ -438,8 +441,9 @@ class SqliteLedger:
                     ],
                 )
             self._drop_keys(released)
-            for position in settled_now:
-                self._leased_keys.pop(position, None)
+            if self._leased_keys:  # only with a dedupe key: settled rows keep their claim
+                for position in settled_now:
+                    self._leased_keys.pop(position, None)
             self._write_ranges(sent=len(done), failed=len(failed))
 
     def close(self, *, finished: bool = False) -> None:

@@ -373,9 +373,7 @@ def as_text(cells: pa.Array) -> pa.Array:
         cells = cells.combine_chunks()
     if pa.types.is_dictionary(cells.type):
         cells = cells.dictionary_decode()
-    if not (
-        pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)
-    ) or pa.types.is_large_string(cells.type):
+    if not pa.types.is_string(cells.type):  # large_string, numbers, ...: one cast
         cells = pc.cast(cells, pa.string())
     return pc.utf8_trim_whitespace(pc.fill_null(cells, ""))
 
