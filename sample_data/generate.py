@@ -649,7 +649,8 @@ Exit code 3 means "finished, some rows rejected"; the report counts rows per rul
 
 ## `bad_rows.csv`
 
-Every rule code of `importer/rules.py` is broken by some line of `bad_rows.csv` or
+Every rule code of `importer/rules.py` but `extract-no-match` (its schema needs an `extract`
+pattern; `tests/test_filters.py` covers it) is broken by some line of `bad_rows.csv` or
 `bad_times.csv`. The `expect` and `why` columns of the file repeat this table (the schema does
 not read them). `time-no-zone` needs a schema without `time.timezone`, and the DST rules need
 one with it, so the DST cases are in `bad_times.csv`. `url-too-long` only fires for rows that
@@ -669,6 +670,26 @@ Same columns as `offline_sales.csv` (plus `expect` and `why`), checked with
 01:00 on 2 November (in 2024: 10 March and 3 November).
 
 {rule_table(time_cases)}
+
+## `payments.csv`, `shop_orders.csv`: real-looking exports
+
+Written by `generate_exports.py` (its own fixed seed, standard library only), with
+`exports_truth.json`: the events each must send, and the rows it must filter and reject,
+computed by the generator itself (never by `importer`). `tests/test_exports.py` holds the tool
+to it.
+
+- `payments.csv` (`schemas/payments.toml`): a payments provider's export, one row per charge:
+  `Created (UTC)`, amounts like `1,234.56`, lower-case currencies, a `Status` of Paid / Failed
+  / Refunded, the experiment in two metadata columns (empty for ~10% of charges), and five
+  planted problems.
+- `shop_orders.csv` (`schemas/shop_orders.toml`): a web shop's orders export, one row per line
+  item, order-level fields on the first row of each order only, `Paid at` with the store's UTC
+  offset, EUR/USD/JPY/KWD totals, the optimizelyBuckets cookie inside the multi-line
+  `Note Attributes` cell, and four planted problems.
+
+    python sample_data/generate_exports.py
+    event-backfill check sample_data/payments.csv -s schemas/payments.toml
+    event-backfill check sample_data/shop_orders.csv -s schemas/shop_orders.toml
 """
 
 
