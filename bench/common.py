@@ -26,9 +26,24 @@ SCHEMA = {
 }
 
 
+# The same with what real exports need: two row filters and a cell extraction.
+FILTERED_SCHEMA = {
+    **SCHEMA,
+    "filter": [
+        {"column": "status", "in": ["Paid"]},
+        {"column": "channel", "not_in": ["phone & mail"]},
+    ],
+    "segments": [{"id": "983745985", "column": "note", "extract": r"source=(\w+)"}],
+}
+
+
 def make_parquet(rows: int, path: Path | None = None, *, seed: int = 7) -> Path:
-    """A warehouse-like extract: int ids, decimal amounts, UTC timestamps, text names."""
-    path = path or OUT / f"sales_{rows}.parquet"
+    """A warehouse-like extract: int ids, decimal amounts, UTC timestamps, text names.
+
+    Also a payment status (Paid / Failed / Refunded) and a free-text note holding the
+    source inside other text, for the filter and extract benchmark.
+    """
+    path = path or OUT / f"sales_v2_{rows}.parquet"
     if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +67,17 @@ def make_parquet(rows: int, path: Path | None = None, *, seed: int = 7) -> Path:
                     start + rng.integers(0, 30_000_000, n), pa.timestamp("s", tz="UTC")
                 ),
                 "channel": pa.array(rng.choice(["gc", "store", "phone & mail"], n)),
+                "status": pa.array(rng.choice(["Paid"] * 8 + ["Failed", "Refunded"], n)),
+                "note": pa.array(
+                    [
+                        f"gift: no; source={s}; ref {r}"
+                        for s, r in zip(
+                            rng.choice(["web", "email", "ads"], n).tolist(),
+                            rng.integers(0, 1000, n).tolist(),
+                            strict=True,
+                        )
+                    ]
+                ),
             }
         )
         if writer is None:

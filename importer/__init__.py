@@ -28,6 +28,7 @@ _EXPORTS = {
     "status": "importer.api",
     "failures": "importer.api",
     "iter_events": "importer.api",
+    "guess_schema": "importer.api",
     "ImporterError": "importer.errors",
     "Report": "importer.report",
     "Schema": "importer.schema",

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +26,15 @@ from importer.mapping import Mapped, Mapper, empty_events
 from importer.pipeline import mapped_batches
 from importer.progress import ProgressLike, choose
 from importer.render import resume_lines
-from importer.report import RejectsWriter, Report
+from importer.report import RejectedRowsWriter, RejectsWriter, Report
 from importer.run import DEFAULT_SEND_BATCH_SIZE, Control, RunSettings, deliver, source_feed
 from importer.schema import Schema, load_schema
 from importer.sender import SendOptions
 from importer.source import DEFAULT_BATCH_SIZE, Source, open_source
+from importer.times import window_bound
 
 SchemaLike = str | Path | dict[str, Any] | Schema
+TimeBound = str | date | datetime | int | None
 
 
 def prepare(source: Any, schema: SchemaLike) -> tuple[Source, Schema]:
@@ -47,13 +50,76 @@ def schema_name(schema: SchemaLike) -> str:
     return str(schema) if isinstance(schema, str | Path) else "<schema>"
 
 
+def make_mapper(
+    schema: Schema,
+    *,
+    endpoint: str | None = None,
+    now: float | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
+) -> Mapper:
+    """A mapper for one run, with the --since/--until window checked."""
+    try:
+        low, high = window_bound(since, end=False), window_bound(until, end=True)
+    except ValueError as exc:
+        raise UsageError(f"--since/--until: {exc}") from None
+    if low is not None and high is not None and low >= high:
+        raise UsageError("--since must be before --until: no event could be sent")
+    return Mapper(schema, endpoint=endpoint, now=now, since=low, until=high)
+
+
+def all_columns(source: Source) -> list[str]:
+    """The columns every input has, in the first input's order (for --rejects-rows)."""
+    first, *others = [item.columns() for item in source.inputs]
+    return [c for c in first if all(c in have for have in others)]
+
+
+def rows_writer(
+    path: str | Path | None, source: Source, schema: Schema
+) -> tuple[RejectedRowsWriter | None, list[str] | None]:
+    """The --rejects-rows writer, and the columns to read so it can write whole rows."""
+    if path is None:
+        return None, None
+    columns = all_columns(source)
+    columns += [c for c in schema.columns() if c not in columns]
+    return RejectedRowsWriter(path, columns, schema.csv), columns
+
+
+def scale_warnings(source: Source, schema: Schema) -> list[str]:
+    """Warn when value.scale is set but a column looks like ISO 4217 currency codes."""
+    spec = schema.value
+    if spec is None or spec.scale is None:
+        return []
+    from importer.currencies import MINOR_UNITS
+
+    columns = all_columns(source)
+    batch = next(iter(source.batches(columns, batch_size=1000)), None)
+    if batch is None or batch.data is None:
+        return []
+    out = []
+    for name in columns:
+        cells = [str(v).strip().upper() for v in batch.data.column(name).to_pylist() if v]
+        cells = [c for c in cells if c]
+        if cells and sum(c in MINOR_UNITS for c in cells) >= 0.9 * len(cells):
+            seen = ", ".join(sorted(set(cells))[:6])
+            out.append(
+                f"column {name!r} looks like ISO 4217 currency codes ({seen}), but "
+                f"value.scale = {spec.scale} scales every amount alike: JPY has no minor unit, "
+                f"KWD has three. Use value.currency_column = {name!r} instead of scale."
+            )
+    return out
+
+
 def check(
     source: Any,
     /,
     *,
     schema: SchemaLike,
     rejects: str | Path | None = None,
+    rejects_rows: str | Path | None = None,
     endpoint: str | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressLike = None,
     now: float | None = None,
@@ -64,7 +130,11 @@ def check(
         source: a path, a list of paths, a DataFrame, an Arrow table or stream.
         schema: a schema file path, a dict, or a :class:`~importer.schema.Schema`.
         rejects: write every broken rule to this .csv or .parquet file.
+        rejects_rows: write each rejected row as read (every column) plus its rules and
+            messages to this .csv file, to fix and import again with the same schema.
         endpoint: override the schema's endpoint template for the sample URLs.
+        since, until: only events in this time window (ISO date or datetime, UTC unless
+            it has an offset; a date alone is a whole day); the others count as filtered.
         batch_size: rows per batch.
         progress: None (a bar in notebooks, nothing in scripts), True, False, or a
             :class:`~importer.progress.Progress`.
@@ -74,25 +144,32 @@ def check(
         A :class:`~importer.report.Report`; ``report.rejects`` is a DataFrame.
     """
     opened, loaded = prepare(source, schema)
-    mapper = Mapper(loaded, endpoint=endpoint, now=now)
+    mapper = make_mapper(loaded, endpoint=endpoint, now=now, since=since, until=until)
     report = Report("check", source=opened.name, schema=schema_name(schema))
+    report.warnings += scale_warnings(opened, loaded)
     writer = RejectsWriter(rejects) if rejects is not None else None
+    row_writer, columns = rows_writer(rejects_rows, opened, loaded)
     bar = choose(progress)
     bar.start(opened.total_rows(), "rows")
     try:
-        for mapped in mapped_batches(opened, mapper, batch_size=batch_size):
+        for mapped in mapped_batches(opened, mapper, batch_size=batch_size, columns=columns):
             report.add_mapped(mapped)
             report.stats.add_table(
                 mapped.events, now=mapper.now, old_after=loaded.checks.old_after_days
             )
             if writer is not None:
                 writer.write(mapped.rejects)
+            if row_writer is not None:
+                row_writer.write(mapped)
             bar.advance(mapped.batch.num_rows, valid=report.valid, rejected=report.rejected)
     finally:
         bar.close()
         if writer is not None:
             writer.close()
             report.rejects_path = str(rejects)
+        if row_writer is not None:
+            row_writer.close()
+            report.rejects_rows_path = str(rejects_rows)
     return report
 
 
@@ -102,12 +179,14 @@ def iter_events(
     *,
     schema: SchemaLike,
     endpoint: str | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     now: float | None = None,
 ) -> Iterator[Mapped]:
     """Mapped batches of a source: the events ``send`` would make, and the rejects."""
     opened, loaded = prepare(source, schema)
-    mapper = Mapper(loaded, endpoint=endpoint, now=now)
+    mapper = make_mapper(loaded, endpoint=endpoint, now=now, since=since, until=until)
     yield from mapped_batches(opened, mapper, batch_size=batch_size)
 
 
@@ -118,6 +197,8 @@ def preview(
     schema: SchemaLike,
     n: int | None = 20,
     endpoint: str | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
     now: float | None = None,
 ) -> pd.DataFrame:
     """The requests ``send`` would make, as a DataFrame of parameters and URL.
@@ -127,15 +208,19 @@ def preview(
         schema: a schema file path, a dict, or a :class:`~importer.schema.Schema`.
         n: at most this many events (None for all of them).
         endpoint: override the schema's endpoint template.
+        since, until: only events in this time window (as for :func:`check`).
         now: the current epoch time for the future/age checks.
 
     Returns:
         One row per valid input row: position, file, row, line, a, n, u, x, v, g, d, s,
-        time, url. Rejected rows are left out (``check`` explains them).
+        time, currency, url. Rejected and filtered rows are left out (``check`` explains
+        them).
     """
     tables: list[pa.Table] = []
     count = 0
-    for mapped in iter_events(source, schema=schema, endpoint=endpoint, now=now):
+    for mapped in iter_events(
+        source, schema=schema, endpoint=endpoint, since=since, until=until, now=now
+    ):
         events = mapped.events
         if n is not None:
             events = events.slice(0, n - count)
@@ -146,6 +231,23 @@ def preview(
     table = pa.concat_tables(tables) if tables else empty_events()
     frame: pd.DataFrame = table.to_pandas()
     return frame
+
+
+def guess_schema(
+    source: Any, /, *, sample_rows: int = 2000, schema_path: str | Path | None = None
+) -> Any:
+    """Guess a commented schema for a file from its header and a sample of its rows.
+
+    What ``event-backfill init`` writes.
+
+    Returns:
+        An :class:`importer.init.Guess`: ``text`` (the TOML), ``todos`` (keys left to fill
+        in) and ``notes`` (what was found).
+    """
+    from importer import init
+
+    where = str(schema_path) if schema_path is not None else "schema.toml"
+    return init.guess_schema(source, sample_rows=sample_rows, schema_path=where)
 
 
 def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> SendOptions:
@@ -168,6 +270,9 @@ async def send_async(
     unknown: Unknown = "resend",
     options: SendOptions | None = None,
     rejects: str | Path | None = None,
+    rejects_rows: str | Path | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
     batch_size: int = DEFAULT_SEND_BATCH_SIZE,
     progress: ProgressLike = None,
     control: Control | None = None,
@@ -188,6 +293,10 @@ async def send_async(
         options: a :class:`~importer.sender.SendOptions`; keyword tunables such as
             ``concurrency=64`` or ``rate=100`` override its fields.
         rejects: write every broken rule to this .csv or .parquet file.
+        rejects_rows: write each rejected row as read plus its rules (see :func:`check`).
+        since, until: only events in this time window (as for :func:`check`). Rows outside
+            it count as filtered and stay unsent in the ledger: a run with another window
+            sends them.
         batch_size: rows per batch.
         progress: None (a bar in notebooks, nothing in scripts), True, False, or a
             :class:`~importer.progress.Progress`.
@@ -211,8 +320,10 @@ async def send_async(
         control=control or Control(),
     )
     opened, loaded = prepare(source, schema)
-    mapper = Mapper(loaded, endpoint=endpoint, now=now)
+    mapper = make_mapper(loaded, endpoint=endpoint, now=now, since=since, until=until)
     report = Report("send", source=opened.name, schema=schema_name(schema))
+    report.warnings += scale_warnings(opened, loaded)
+    settings.rejected_rows, settings.columns = rows_writer(rejects_rows, opened, loaded)
     destination = SANDBOX if sandbox else mapper.endpoint
     store = await asyncio.to_thread(
         _open_ledger, ledger, opened, loaded, destination, new_run, unknown
@@ -235,6 +346,9 @@ async def send_async(
         if settings.rejects is not None:
             settings.rejects.close()
             report.rejects_path = str(settings.rejects.path)
+        if settings.rejected_rows is not None:
+            settings.rejected_rows.close()
+            report.rejects_rows_path = str(settings.rejected_rows.path)
         if collector is not None:
             report.extra["collector"] = collector.stats.to_dict()
             await collector.stop()

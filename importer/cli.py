@@ -60,6 +60,29 @@ RejectsOpt = Annotated[
         help="Write every rejected row to this .csv or .parquet file.", show_default=False
     ),
 ]
+RejectsRowsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write each rejected row as read (every column) plus its rules to this .csv "
+        "file: fix the cells and import it again with the same schema.",
+        show_default=False,
+    ),
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Only events at or after this ISO date/datetime (UTC unless it has an offset); "
+        "the others count as filtered.",
+        show_default=False,
+    ),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Only events before this ISO datetime, or up to the end of this ISO date.",
+        show_default=False,
+    ),
+]
 EndpointOpt = Annotated[
     str | None,
     typer.Option(
@@ -122,6 +145,9 @@ def check(
     files: Files,
     schema: SchemaOpt,
     rejects: RejectsOpt = None,
+    rejects_rows: RejectsRowsOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -132,7 +158,14 @@ def check(
     """
     report = _run(
         lambda: api.check(
-            files, schema=schema, rejects=rejects, endpoint=endpoint, progress=_progress(quiet)
+            files,
+            schema=schema,
+            rejects=rejects,
+            rejects_rows=rejects_rows,
+            since=since,
+            until=until,
+            endpoint=endpoint,
+            progress=_progress(quiet),
         )
     )
     _show(report, as_json)
@@ -150,31 +183,42 @@ def preview(
         Path | None, typer.Option(help="Write the URLs to this file.", show_default=False)
     ] = None,
     endpoint: EndpointOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
 ) -> None:
     """Print the requests send would make, one URL per line; sends nothing.
 
     Example: event-backfill preview sample_data/offline_sales.csv -s schemas/offline_sales.toml -n 5
     """
-    counts = _run(lambda: _write_urls(files, schema, n, out, endpoint))
-    written, rejected = counts
+    counts = _run(lambda: _write_urls(files, schema, n, out, endpoint, since, until))
+    written, rejected, filtered = counts
     where = f" to {out}" if out else ""
-    typer.echo(
-        f"{written:,} requests written{where}; {rejected:,} rows rejected (run check to see why)"
-        if rejected
-        else f"{written:,} requests written{where}",
-        err=True,
-    )
+    said = [f"{written:,} requests written{where}"]
+    if filtered:
+        said.append(f"{filtered:,} rows filtered")
+    if rejected:
+        said.append(f"{rejected:,} rows rejected (run check to see why)")
+    typer.echo("; ".join(said), err=True)
     raise typer.Exit(0)
 
 
 def _write_urls(
-    files: list[Path], schema: Path, n: int | None, out: Path | None, endpoint: str | None
-) -> tuple[int, int]:
-    written = rejected = 0
+    files: list[Path],
+    schema: Path,
+    n: int | None,
+    out: Path | None,
+    endpoint: str | None,
+    since: str | None = None,
+    until: str | None = None,
+) -> tuple[int, int, int]:
+    written = rejected = filtered = 0
     handle = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
-        for mapped in api.iter_events(files, schema=schema, endpoint=endpoint):
+        for mapped in api.iter_events(
+            files, schema=schema, endpoint=endpoint, since=since, until=until
+        ):
             rejected += mapped.rejected
+            filtered += mapped.filtered_count
             urls = mapped.events.column("url").to_pylist()
             if n is not None:
                 urls = urls[: max(0, n - written)]
@@ -186,7 +230,7 @@ def _write_urls(
     finally:
         if out:
             handle.close()
-    return written, rejected
+    return written, rejected, filtered
 
 
 @app.command()
@@ -217,6 +261,9 @@ def send(
         float, typer.Option(help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)
     ] = DEFAULT_DRAIN_TIMEOUT,
     rejects: RejectsOpt = None,
+    rejects_rows: RejectsRowsOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     ledger: LedgerOpt = DEFAULT_LEDGER,
     no_ledger: Annotated[
         bool, typer.Option("--no-ledger", help="Keep no ledger: the run cannot be resumed.")
@@ -242,7 +289,7 @@ def send(
     Example: event-backfill send sample_data/impressions.csv -s schemas/impressions.toml --sandbox
     """
     if dry_run:
-        preview(files, schema, None, None, endpoint)
+        preview(files, schema, None, None, endpoint, since, until)
     options = SendOptions(
         concurrency=concurrency,
         rate=rate,
@@ -262,6 +309,9 @@ def send(
             sandbox=sandbox,
             options=options,
             rejects=rejects,
+            rejects_rows=rejects_rows,
+            since=since,
+            until=until,
             ledger=None if no_ledger else ledger,
             new_run=new_run,
             unknown=unknown.value,
@@ -290,7 +340,8 @@ def status(ledger: LedgerOpt = DEFAULT_LEDGER, as_json: JsonOpt = False) -> None
             f"run {run['run']}  {run['state']:<8}  {run['source']}\n"
             f"  to {run['endpoint']}\n"
             f"  rows seen {run['rows_seen']:,}: settled {run['settled']:,} (sent {run['sent']:,}, "
-            f"rejected {run['rejected']:,}, failed {run['failed']:,}, duplicates "
+            f"filtered {run['filtered']:,}, rejected {run['rejected']:,}, failed "
+            f"{run['failed']:,}, duplicates "
             f"{run['duplicates']:,}, unknown skipped {run['unknown_skipped']:,}); "
             f"unknown {run['unknown']:,}\n"
             f"  started {run['created']}, last activity {run['last_activity']}"
@@ -340,6 +391,92 @@ def failures_export(
     count = _run(lambda: history.export_failures(ledger, out, run=run))
     typer.echo(f"{count:,} failed rows written to {out}", err=True)
     raise typer.Exit(0)
+
+
+@app.command()
+def init(
+    file: Annotated[Path, typer.Argument(help="A CSV, CSV.gz or Parquet file to look at.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write the schema here (default: stdout).", show_default=False
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    sample_rows: Annotated[int, typer.Option(help="Rows to look at.", min=10)] = 2000,
+) -> None:
+    """Guess a commented schema from a file's header and a sample of its rows.
+
+    Example: event-backfill init sample_data/payments.csv -o payments.toml
+    """
+    if out is not None and out.exists() and not force:
+        typer.echo(f"error: {out} exists; pass --force to overwrite it", err=True)
+        raise typer.Exit(2)
+    guess = _run(lambda: api.guess_schema(file, sample_rows=sample_rows, schema_path=out))
+    if out is None:
+        typer.echo(guess.text, nl=False)
+    else:
+        _run(lambda: _write_text(out, guess.text))
+    for note in guess.notes:
+        typer.echo(f"init: {note}", err=True)
+    where = out or "schema.toml"
+    typer.echo(f"next: event-backfill check {file} --schema {where}", err=True)
+    raise typer.Exit(0)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+@app.command("schema")
+def schema_command(
+    json_schema: Annotated[
+        bool, typer.Option("--json-schema", help="Print the JSON Schema of schema files.")
+    ] = False,
+    example: Annotated[
+        str | None,
+        typer.Option(
+            help="Print the example schema of this name (see --list).", show_default=False
+        ),
+    ] = None,
+    list_examples: Annotated[
+        bool, typer.Option("--list", help="List the example schemas shipped with the tool.")
+    ] = False,
+) -> None:
+    """Print the JSON Schema of schema files, or an example schema to start from.
+
+    Example: event-backfill schema --example payments > payments.toml
+    """
+    from importer.schema import example_schemas, json_schema_text
+
+    examples = example_schemas()
+    if json_schema:
+        typer.echo(json_schema_text(), nl=False)
+    elif example is not None:
+        if example not in examples:
+            typer.echo(
+                f"error: no example schema {example!r}; there are: {', '.join(examples)}",
+                err=True,
+            )
+            raise typer.Exit(2)
+        typer.echo(examples[example].read_text(encoding="utf-8"), nl=False)
+    elif list_examples:
+        for name, path in examples.items():
+            typer.echo(f"{name:<20} {_first_comment(path)}")
+    else:
+        typer.echo("pass --json-schema, --list or --example NAME (see --help)", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(0)
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
 
 
 def _on_signals(control: Control) -> None:

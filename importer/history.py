@@ -43,7 +43,7 @@ def status(path: str | Path) -> pd.DataFrame:
     try:
         runs = db.execute(
             "SELECT id, source_name, endpoint, created, updated, finished, watermark, rows_seen, "
-            "sent, rejected, duplicates, unknown_skipped FROM runs ORDER BY id"
+            "sent, filtered, rejected, duplicates, unknown_skipped FROM runs ORDER BY id"
         ).fetchall()
         out = []
         for (
@@ -56,6 +56,7 @@ def status(path: str | Path) -> pd.DataFrame:
             watermark,
             seen,
             sent,
+            filtered,
             rejected,
             duplicates,
             skipped_unknown,
@@ -77,6 +78,7 @@ def status(path: str | Path) -> pd.DataFrame:
                     "rows_seen": seen,
                     "settled": len(settled),
                     "sent": sent,
+                    "filtered": filtered,
                     "rejected": rejected,
                     "failed": failed,
                     "duplicates": duplicates,
@@ -100,6 +102,7 @@ def status(path: str | Path) -> pd.DataFrame:
             "rows_seen",
             "settled",
             "sent",
+            "filtered",
             "rejected",
             "failed",
             "duplicates",
@@ -238,12 +241,15 @@ class RetryLedger:
 
 def _failure_work(db: Any, run: int) -> list[Work]:
     rows = db.execute(
-        "SELECT position, file, row, line, url FROM failures WHERE run_id = ? ORDER BY position",
+        "SELECT position, file, row, line, url, currency FROM failures WHERE run_id = ? "
+        "ORDER BY position",
         (run,),
     ).fetchall()
     by_file: dict[str, Work] = {}
-    for position, file, row, line, url in rows:
-        work = by_file.setdefault(file, Work([], [], [], [], [], file, [], []))
+    for position, file, row, line, url, currency in rows:
+        work = by_file.setdefault(file, Work([], [], [], [], [], file, [], [], []))
+        assert work.currencies is not None
+        work.currencies.append(currency)
         event, value, when = _event_of(url)
         work.positions.append(position)
         work.urls.append(URL(url, encoded=True))

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     watermark INTEGER NOT NULL DEFAULT 0, rows_seen INTEGER NOT NULL DEFAULT 0,
     sent INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
-    unknown_skipped INTEGER NOT NULL DEFAULT 0, unknown_resent INTEGER NOT NULL DEFAULT 0);
+    unknown_skipped INTEGER NOT NULL DEFAULT 0, unknown_resent INTEGER NOT NULL DEFAULT 0,
+    filtered INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS runs_by_source ON runs (source_key, endpoint);
 CREATE TABLE IF NOT EXISTS ranges (
     run_id INTEGER NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
@@ -60,11 +61,16 @@ CREATE TABLE IF NOT EXISTS ranges (
 CREATE TABLE IF NOT EXISTS failures (
     run_id INTEGER NOT NULL, position INTEGER NOT NULL, file TEXT, row INTEGER, line INTEGER,
     url TEXT NOT NULL, attempts INTEGER NOT NULL, status INTEGER, error TEXT, time REAL,
-    PRIMARY KEY (run_id, position)) WITHOUT ROWID;
+    currency TEXT, PRIMARY KEY (run_id, position)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedupe_keys (
     destination TEXT NOT NULL, key TEXT NOT NULL, run_id INTEGER NOT NULL,
     position INTEGER NOT NULL, PRIMARY KEY (destination, key)) WITHOUT ROWID;
 """
+# Columns added after the first release: a ledger written by an older version gains them.
+_ADDED_COLUMNS = (
+    ("runs", "filtered", "INTEGER NOT NULL DEFAULT 0"),
+    ("failures", "currency", "TEXT"),
+)
 
 
 @dataclass
@@ -116,6 +122,7 @@ def work_of(
         urls=[URL(url, encoded=True) for url in events.column("url").to_pylist()],
         names=events.column("n").to_pylist(),
         values=events.column("v").to_pylist(),
+        currencies=_currencies(events),
         times=events.column("time").to_pylist(),
         file=file,
         rows=events.column("row").to_pylist(),
@@ -123,11 +130,25 @@ def work_of(
     )
 
 
+def _currencies(events: pa.Table) -> list[str | None] | None:
+    """Each row's currency, or None when the schema has no currency column."""
+    if "currency" not in events.column_names:
+        return None
+    column = events.column("currency")
+    return column.to_pylist() if column.null_count < events.num_rows else None
+
+
 def rejected_positions(mapped: Mapped) -> list[int]:
     """Every rejected position of a mapped batch (malformed records included)."""
     if not mapped.rejects.num_rows:
         return []
     result: list[int] = pc.unique(mapped.rejects.column("position")).to_pylist()
+    return result
+
+
+def filtered_positions(mapped: Mapped) -> list[int]:
+    """The positions a schema filter left out (the time window's are not settled)."""
+    result: list[int] = mapped.filtered.tolist()
     return result
 
 
@@ -183,6 +204,10 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA_SQL)
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     except sqlite3.DatabaseError as exc:
         raise LedgerError(f"{path}: cannot use as a ledger: {exc}; pass another --ledger") from exc
     return db
@@ -344,15 +369,17 @@ class SqliteLedger:
     # -- transitions -------------------------------------------------------------------------
 
     def reject(self, mapped: Mapped) -> None:
-        """Settle the rejected rows of a mapped batch (one transaction, if there are any)."""
+        """Settle the rejected and filtered rows of a mapped batch (one transaction, if any)."""
         self._rows_seen = max(self._rows_seen, _end(mapped))  # written with the next commit
         rejected = rejected_positions(mapped)
-        if not rejected:
+        filtered = filtered_positions(mapped)
+        if not rejected and not filtered:
             return
         with self._transaction():
-            self.settled.add(rejected)
+            self.settled.add(rejected + filtered)
             self.db.execute(
-                "UPDATE runs SET rejected = rejected + ? WHERE id = ?", (len(rejected), self.run_id)
+                "UPDATE runs SET rejected = rejected + ?, filtered = filtered + ? WHERE id = ?",
+                (len(rejected), len(filtered), self.run_id),
             )
             self._write_ranges()
 
@@ -423,7 +450,9 @@ class SqliteLedger:
             self.leased.remove(settled_now + released)
             if failed:
                 self.db.executemany(
-                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO failures (run_id, position, file, row, line, url, "
+                    "attempts, status, error, time, currency) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             self.run_id,
@@ -436,6 +465,7 @@ class SqliteLedger:
                             f.status,
                             f.error,
                             time.time(),
+                            f.currency,
                         )
                         for f in failed
                     ],

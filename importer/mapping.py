@@ -7,6 +7,7 @@ that breaks any rule is rejected with every rule it breaks; it never stops the r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time as _time
@@ -20,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import encode
+from importer.errors import SchemaError
 from importer.rules import RULES, Violations
-from importer.schema import DigitsField, Schema, TextField, read_salt
+from importer.schema import DigitsField, Filter, Schema, TextField, read_salt
 from importer.source import Batch
 from importer.times import parse_times
 from importer.values import parse_values
@@ -31,9 +33,10 @@ _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _VARIATION = r"^[0-9]+(_[0-9]+)*$"
 _GOALS = r"^[0-9]+(,[0-9]+)*$"
 _KEY_SEPARATOR = "\x1f"
+_CELL_START = 60  # characters of a long cell shown in a reject
 
-REJECT_COLUMNS = ("file", "row", "line", "column", "rule", "message", "value")
 PARAM_COLUMNS = ("a", "n", "u", "x", "v", "g", "d", "s", "time")
+WINDOW_FILTER = "--since/--until"
 
 
 @dataclass
@@ -49,6 +52,11 @@ class Mapped:
         rejects: one row per broken rule (file, row, line, column, rule, message, value,
             position); a rejected row may appear several times.
         rejected: how many rows of the batch were rejected (malformed ones included).
+        filtered: positions of the rows a schema filter left out (settled as filtered).
+        filtered_by: rows filtered per filter (its description; ``WINDOW_FILTER`` for the
+            time window), each row counted under the first filter that left it out.
+        outside_window: rows left out by --since/--until; not settled, so a run with
+            another window sends them.
     """
 
     batch: Batch
@@ -57,28 +65,72 @@ class Mapped:
     keys: list[str] | None
     rejects: pa.Table
     rejected: int
+    filtered: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    filtered_by: dict[str, int] = dataclasses.field(default_factory=dict)
+    outside_window: int = 0
+
+    @property
+    def filtered_count(self) -> int:
+        """Rows filtered out of this batch (by the schema's filters and the time window)."""
+        return len(self.filtered) + self.outside_window
 
 
 class Mapper:
     """Maps batches with one schema; constants are checked and encoded once."""
 
     def __init__(
-        self, schema: Schema, *, endpoint: str | None = None, now: float | None = None
+        self,
+        schema: Schema,
+        *,
+        endpoint: str | None = None,
+        now: float | None = None,
+        since: int | None = None,
+        until: int | None = None,
     ) -> None:
         self.schema = schema
         self.endpoint = endpoint or schema.endpoint
         self.now = _time.time() if now is None else now
+        self.since, self.until = since, until
         spec = schema.user_id
         self.salt = read_salt(spec.salt_env) if spec.salt_env else ""
+        _check_patterns(schema)
 
     def map(self, batch: Batch) -> Mapped:
-        """Validate and encode one batch."""
+        """Filter, validate and encode one batch."""
+        whole = batch
+        filtered = np.zeros(0, dtype=np.int64)
+        filtered_by: dict[str, int] = {}
+        if self.schema.filter and batch.data is not None and batch.data.num_rows:
+            keep, filtered_by = self._filter(batch.data)
+            if not keep.all():
+                filtered = batch.positions[~keep]
+                batch = _take(batch, keep)
+        mapped = self._map(batch)
+        mapped.batch, mapped.filtered = whole, filtered
+        for label, n in mapped.filtered_by.items():  # the window comes after the filters
+            filtered_by[label] = filtered_by.get(label, 0) + n
+        mapped.filtered_by = filtered_by
+        return mapped
+
+    def _filter(self, data: pa.RecordBatch) -> tuple[np.ndarray, dict[str, int]]:
+        """Which rows pass every filter, and how many each filter left out (first one wins)."""
+        keep = np.ones(data.num_rows, dtype=bool)
+        counts: dict[str, int] = {}
+        texts = _Texts(data)
+        for spec in self.schema.filter:
+            passes = _passes(spec, texts.get(spec.column))
+            out = keep & ~passes
+            counts[spec.describe()] = int(out.sum())
+            keep &= passes
+        return keep, counts
+
+    def _map(self, batch: Batch) -> Mapped:
         data = batch.data
         size = 0 if data is None else data.num_rows
         found = Violations(size)
         if data is None or size == 0:
             return self._finish(batch, found, None, {})
-        texts = _Texts(data)
+        texts = _Texts(data, found)
         params: dict[str, encode.Piece] = {}
         params["a"] = self._digits(self.schema.project_id, texts, found, "project-id-digits")
         params["d"] = self._digits(self.schema.account_id, texts, found, "account-id-digits")
@@ -89,19 +141,40 @@ class Mapper:
             experiment_ids if self.schema.kind == "impression" else self._goals(texts, found)
         )
         params["v"] = self._value(texts, found, data)
-        params["time"] = pc.cast(
-            parse_times(
-                data.column(self.schema.time.column),
-                self.schema.time,
-                self.schema.checks,
-                self.now,
-                found,
-            ),
-            pa.string(),
+        params["currency"] = self._currency(texts)
+        time_spec = self.schema.time
+        times = parse_times(
+            texts.get(time_spec.column, time_spec.extract)
+            if time_spec.extract
+            else data.column(time_spec.column),
+            time_spec,
+            self.schema.checks,
+            self.now,
+            found,
         )
+        params["time"] = pc.cast(times, pa.string())
         params["s"] = self._segments(texts, found)
         keys = self._keys(texts, found)
-        return self._finish(batch, found, params, keys)
+        outside = self._outside_window(times, found)
+        return self._finish(batch, found, params, keys, outside)
+
+    def _outside_window(self, times: pa.Array, found: Violations) -> np.ndarray | None:
+        """Rows whose time is known and outside --since/--until: filtered, not rejected."""
+        if self.since is None and self.until is None:
+            return None
+        seconds = pc.fill_null(times, 0).to_numpy(zero_copy_only=False)
+        known = ~_np(pc.is_null(times))
+        outside = np.zeros(len(seconds), dtype=bool)
+        if self.since is not None:
+            outside |= seconds < self.since
+        if self.until is not None:
+            outside |= seconds >= self.until
+        outside &= known
+        if outside.any():
+            for item in found.items:
+                item.mask &= ~outside
+            found.items = [item for item in found.items if item.mask.any()]
+        return outside
 
     # -- fields -------------------------------------------------------------------------
 
@@ -111,7 +184,7 @@ class Mapper:
         if spec.value is not None:
             return spec.value
         assert spec.column is not None
-        cells = texts.get(spec.column)
+        cells = texts.get(spec.column, spec.extract)
         found.add(pc.invert(pc.ascii_is_decimal(cells)), rule, spec.column, cells)
         return cells
 
@@ -119,7 +192,7 @@ class Mapper:
         if spec.value is not None:
             return spec.value
         assert spec.column is not None
-        cells = texts.get(spec.column)
+        cells = texts.get(spec.column, spec.extract)
         found.add(pc.equal(pc.binary_length(cells), 0), f"{prefix}-empty", spec.column, cells)
         found.add(
             pc.match_substring_regex(cells, _CONTROL), f"{prefix}-control", spec.column, cells
@@ -133,6 +206,7 @@ class Mapper:
             column = spec.column or "user_id"
             if not isinstance(cells, str) and pc.any(pc.match_substring(cells, "@")).as_py():
                 found.add(pc.match_substring_regex(cells, _EMAIL), "user-id-email", column, cells)
+        cells = _normalize(cells, spec.normalize, hashed=spec.hash == "sha256")
         if spec.hash == "sha256":
             return _hash_ids(cells, self.salt)
         return cells
@@ -147,9 +221,13 @@ class Mapper:
             exp = (
                 pair.experiment
                 if pair.experiment is not None
-                else texts.get(pair.experiment_column)
+                else texts.get(pair.experiment_column, pair.experiment_extract)
             )
-            var = pair.variation if pair.variation is not None else texts.get(pair.variation_column)
+            var = (
+                pair.variation
+                if pair.variation is not None
+                else texts.get(pair.variation_column, pair.variation_extract)
+            )
             exp_arr = _broadcast(exp, size)
             var_arr = _broadcast(var, size)
             exp_empty = _np(pc.equal(pc.binary_length(exp_arr), 0))
@@ -200,13 +278,13 @@ class Mapper:
     def _buckets(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array, np.ndarray]:
         spec = self.schema.buckets
         assert spec is not None
-        cells = texts.get(spec.column)
+        cells = texts.get(spec.column, spec.extract)
         encoded = cells.dictionary_encode()
         parsed = [_parse_buckets(v, spec.format) for v in encoded.dictionary.to_pylist()]
         frags = pa.array([p[0] if p else None for p in parsed], pa.string()).take(encoded.indices)
         exp_ids = pa.array([p[1] if p else None for p in parsed], pa.string()).take(encoded.indices)
         bad = pc.and_(pc.is_null(frags), pc.greater(pc.binary_length(cells), 0))
-        found.add(bad, "buckets-invalid", spec.column, cells)
+        found.add(bad, "buckets-invalid", spec.column, lambda: start_of(cells))
         empty = pc.equal(pc.binary_length(frags), 0)
         none = pa.scalar(None, pa.string())
         return pc.if_else(empty, none, frags), pc.if_else(empty, none, exp_ids), _np(bad)
@@ -218,12 +296,13 @@ class Mapper:
         if spec.value is not None:
             return spec.value
         assert spec.column is not None
-        cells = pc.replace_substring(texts.get(spec.column), " ", "")
+        written = texts.get(spec.column, spec.extract)
+        cells = pc.replace_substring(written, " ", "")
         empty = pc.equal(pc.binary_length(cells), 0)
         if spec.required:
-            found.add(empty, "goal-ids-missing", spec.column, texts.get(spec.column))
+            found.add(empty, "goal-ids-missing", spec.column, written)
         bad = pc.and_(pc.invert(empty), pc.invert(pc.match_substring_regex(cells, _GOALS)))
-        found.add(bad, "goal-ids-format", spec.column, texts.get(spec.column))
+        found.add(bad, "goal-ids-format", spec.column, written)
         return pc.if_else(empty, pa.scalar(None, pa.string()), cells)
 
     def _value(self, texts: _Texts, found: Violations, data: pa.RecordBatch) -> encode.Piece:
@@ -233,9 +312,18 @@ class Mapper:
         if spec.value is not None:
             return str(spec.value)
         assert spec.column is not None
-        currency = texts.get(spec.currency_column) if spec.currency_column else None
-        values = parse_values(texts.get(spec.column), currency, spec, found)
+        currency = (
+            texts.get(spec.currency_column, spec.currency_extract) if spec.currency_column else None
+        )
+        values = parse_values(texts.get(spec.column, spec.extract), currency, spec, found)
         return pc.cast(values, pa.string())
+
+    def _currency(self, texts: _Texts) -> encode.Piece:
+        """Each row's ISO 4217 code (upper case), for totals per currency; None without one."""
+        spec = self.schema.value
+        if spec is None or spec.currency_column is None:
+            return None
+        return pc.utf8_upper(texts.get(spec.currency_column, spec.currency_extract))
 
     def _segments(self, texts: _Texts, found: Violations) -> encode.Piece:
         pieces: list[pa.Array | str] = []
@@ -244,7 +332,7 @@ class Mapper:
                 pieces.append(f"s{segment.id}={encode.quote(segment.value)}")
                 continue
             assert segment.column is not None
-            cells = texts.get(segment.column)
+            cells = texts.get(segment.column, segment.extract)
             empty = pc.equal(pc.binary_length(cells), 0)
             if segment.required:
                 found.add(empty, "segment-missing", segment.column, cells)
@@ -278,9 +366,12 @@ class Mapper:
         found: Violations,
         params: dict[str, encode.Piece] | None,
         keys: pa.Array | None,
+        outside: np.ndarray | None = None,
     ) -> Mapped:
         size = found.size
         valid = ~found.bad()
+        if outside is not None:
+            valid &= ~outside
         events = empty_events()
         key_list: list[str] | None = None
         if params is not None and valid.any():
@@ -301,8 +392,16 @@ class Mapper:
         elif keys is not None:
             key_list = []
         rejects = _rejects(batch, found)
+        left_out = int(outside.sum()) if outside is not None else 0
         return Mapped(
-            batch, valid, events, key_list, rejects, int((~valid).sum()) + len(batch.malformed)
+            batch,
+            valid,
+            events,
+            key_list,
+            rejects,
+            int((~valid).sum()) - left_out + len(batch.malformed),
+            filtered_by={WINDOW_FILTER: left_out} if left_out else {},
+            outside_window=left_out,
         )
 
     def _events(
@@ -349,22 +448,130 @@ class Mapper:
             columns[name] = _column(
                 picked[name], count, pa.int64() if name in ("v", "time") else pa.string()
             )
+        columns["currency"] = _column(picked["currency"], count, pa.string())
         columns["url"] = url
         return pa.table(columns), lengths
 
 
 class _Texts:
-    """Columns of a batch as trimmed text ("" for null), converted once each."""
+    """Columns of a batch as trimmed text ("" for null), converted once each.
 
-    def __init__(self, data: pa.RecordBatch) -> None:
+    With an ``extract`` pattern, the text is what its group matched in each cell; a
+    non-empty cell that does not match is recorded as ``extract-no-match``.
+    """
+
+    def __init__(self, data: pa.RecordBatch, found: Violations | None = None) -> None:
         self.data = data
-        self.cache: dict[str, pa.Array] = {}
+        self.found = found
+        self.cache: dict[tuple[str, str | None], pa.Array] = {}
 
-    def get(self, column: str | None) -> pa.Array:
+    def get(self, column: str | None, extract: str | None = None) -> pa.Array:
         assert column is not None
-        if column not in self.cache:
-            self.cache[column] = as_text(self.data.column(column))
-        return self.cache[column]
+        if (column, extract) not in self.cache:
+            if extract is None:
+                self.cache[column, None] = as_text(self.data.column(column))
+            else:
+                self.cache[column, extract] = self._extract(column, extract)
+        return self.cache[column, extract]
+
+    def _extract(self, column: str, pattern: str) -> pa.Array:
+        cells = self.get(column)
+        hit = pc.match_substring_regex(cells, pattern)
+        # Group 1 of the first match anywhere; the surrounding text may span lines.
+        picked = pc.replace_substring_regex(
+            cells, f"^(?s:.)*?(?:{pattern})(?s:.)*$", r"\1", max_replacements=1
+        )
+        empty = pc.equal(pc.binary_length(cells), 0)
+        if self.found is not None:
+            missed = pc.and_(pc.invert(hit), pc.invert(empty))
+            self.found.add(missed, "extract-no-match", column, lambda: start_of(cells))
+        return pc.utf8_trim_whitespace(pc.if_else(hit, picked, ""))
+
+
+def start_of(cells: pa.Array, length: int = _CELL_START) -> pa.Array:
+    """The first characters of each cell, with '…' where it was cut (for reject messages)."""
+    cut = pc.greater(pc.utf8_length(cells), length)
+    head = pc.utf8_slice_codeunits(cells, 0, length)
+    return pc.if_else(cut, pc.binary_join_element_wise(head, "…", ""), cells)
+
+
+def _passes(spec: Filter, cells: pa.Array) -> np.ndarray:
+    """Whether each (trimmed) cell passes one filter."""
+    if spec.empty is not None:
+        empty = _np(pc.equal(pc.binary_length(cells), 0))
+        return empty if spec.empty else ~empty
+    if spec.matches is not None:
+        pattern = f"^(?:{spec.matches})$"
+        return _np(pc.match_substring_regex(cells, pattern, ignore_case=spec.ignore_case))
+    wanted = spec.in_ if spec.in_ is not None else spec.not_in
+    assert wanted is not None
+    if spec.ignore_case:
+        cells, wanted = pc.utf8_lower(cells), tuple(w.lower() for w in wanted)
+    member = _np(pc.is_in(cells, value_set=pa.array([w.strip() for w in wanted], pa.string())))
+    return member if spec.in_ is not None else ~member
+
+
+def _take(batch: Batch, keep: np.ndarray) -> Batch:
+    """The rows of a batch where ``keep`` is true (malformed and skipped rows stay)."""
+    assert batch.data is not None
+    return dataclasses.replace(
+        batch,
+        data=batch.data.filter(pa.array(keep)),
+        positions=batch.positions[keep],
+        rows=batch.rows[keep],
+        lines=batch.lines[keep] if batch.lines is not None else None,
+    )
+
+
+def _normalize(cells: encode.Piece, how: str, *, hashed: bool) -> encode.Piece:
+    """User ids before hashing: 'email' lower-cases all, 'auto' (hashed) the email-like ones.
+
+    Cells are trimmed already (every cell is), so 'trim' changes nothing more.
+    """
+    if cells is None or how == "trim" or (how == "auto" and not hashed):
+        return cells
+    if isinstance(cells, str):
+        looks = how == "email" or "@" in cells
+        return cells.lower() if looks else cells
+    lowered = pc.utf8_lower(cells)
+    if how == "email":
+        return lowered
+    return pc.if_else(pc.match_substring_regex(cells, _EMAIL), lowered, cells)
+
+
+def _check_patterns(schema: Schema) -> None:
+    """Refuse regular expressions Arrow's engine (RE2) cannot run, before reading a row."""
+    probe = pa.array([""], pa.string())
+    patterns = [("filter", f.matches) for f in schema.filter]
+    for name, spec in (
+        ("user_id", schema.user_id),
+        ("event_name", schema.event_name),
+        ("project_id", schema.project_id),
+        ("account_id", schema.account_id),
+        ("goal_ids", schema.goal_ids),
+        ("value", schema.value),
+        ("time", schema.time),
+        ("buckets", schema.buckets),
+    ):
+        patterns.append((f"{name}.extract", getattr(spec, "extract", None)))
+    if schema.value is not None:
+        patterns.append(("value.currency_extract", schema.value.currency_extract))
+    for i, pair in enumerate(schema.experiments):
+        patterns.append((f"experiments[{i}].experiment_extract", pair.experiment_extract))
+        patterns.append((f"experiments[{i}].variation_extract", pair.variation_extract))
+    for i, segment in enumerate(schema.segments):
+        patterns.append((f"segments[{i}].extract", segment.extract))
+    for key, pattern in patterns:
+        if pattern is None:
+            continue
+        try:
+            pc.match_substring_regex(probe, pattern)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(
+                f"{pattern!r} is a regular expression the engine (RE2) cannot run: {exc}. "
+                "Lookarounds and backreferences are not supported.",
+                key=key,
+            ) from None
 
 
 def as_text(cells: pa.Array) -> pa.Array:
@@ -467,7 +674,7 @@ def empty_events() -> pa.Table:
     fields += [
         (name, pa.int64() if name in ("v", "time") else pa.string()) for name in PARAM_COLUMNS
     ]
-    fields.append(("url", pa.string()))
+    fields += [("currency", pa.string()), ("url", pa.string())]
     return pa.schema(fields).empty_table()
 
 

@@ -60,15 +60,18 @@ def mapped_batches(
     batch_size: int = DEFAULT_BATCH_SIZE,
     ledger: Settled | None = None,
     workers: int = DEFAULT_WORKERS,
+    columns: list[str] | None = None,
 ) -> Generator[Mapped, None, None]:
     """Read and map batches in order, mapping up to ``workers`` batches at once.
 
     Arrow's kernels release the GIL, so mapping in threads uses every core while this
     thread reads ahead. At most ``workers + 1`` batches are held at a time. Rows the ledger
     has settled are skipped before mapping (whole Parquet row groups without decoding).
+    ``columns``: what to read, when more than the schema's columns are needed.
     """
     settled = ledger.settled_range if ledger is not None else None
-    read = source.batches(mapper.schema.columns(), batch_size=batch_size, settled=settled)
+    wanted = columns if columns is not None else mapper.schema.columns()
+    read = source.batches(wanted, batch_size=batch_size, settled=settled)
     batches = unsettled(read, ledger)
     if workers <= 1:
         for batch in batches:

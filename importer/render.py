@@ -28,6 +28,7 @@ def render_text(report: Report) -> str:
     if sending:
         for label, value in (
             ("sent", report.sent),
+            ("filtered", report.filtered),
             ("rejected", report.rejected),
             ("failed", report.failed),
             ("skipped", report.skipped),
@@ -41,10 +42,12 @@ def render_text(report: Report) -> str:
             )
     else:
         out.append(f"valid       {report.valid:>12,}")
+        out.append(f"filtered    {report.filtered:>12,}")
         out.append(f"rejected    {report.rejected:>12,}")
     if report.blank_lines:
         out.append(f"  ({report.blank_lines:,} blank lines ignored)")
     out.append(report.accounting + ("" if report.balanced() else "   << DOES NOT BALANCE: a bug"))
+    out += _filters(report)
     out += _rules(report)
     out += _events(report.stats, "sent" if sending else "valid")
     collector = report.extra.get("collector")
@@ -60,6 +63,12 @@ def render_text(report: Report) -> str:
         out += [f"  {url}" for url in report.sample_urls]
     if report.rejects_path:
         out.append(f"rejects written to {report.rejects_path}")
+    if report.rejects_rows_path:
+        out.append(
+            f"rejected rows written to {report.rejects_rows_path}: fix the cells and import "
+            "that file with the same schema"
+        )
+    out += [f"warning: {warning}" for warning in report.warnings]
     out += report.notes
     return "\n".join(out) + "\n"
 
@@ -86,6 +95,15 @@ def resume_lines(resume: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _filters(report: Report) -> list[str]:
+    if not report.filter_counts:
+        return []
+    out = ["filtered (not conversions; never sent), by the first filter each row failed:"]
+    for label, n in report.filter_counts.items():
+        out.append(f"  {n:>9,}  {label}")
+    return out
+
+
 def _rules(report: Report) -> list[str]:
     if not report.rule_counts:
         return []
@@ -108,12 +126,20 @@ def _events(stats: EventStats, label: str) -> list[str]:
     if label == "valid":
         out.append(f"  in the future (within the allowed skew): {stats.future:,}")
         out.append(f"  very old (older than checks.old_after_days): {stats.very_old:,}")
-    out.append(f"totals of v per event name ({label}):")
+    if not stats.has_currency:
+        out.append(f"totals of v per event name ({label}):")
+        width = max(len(name) for name in stats.per_event)
+        for name, n in sorted(stats.per_event.items()):
+            out.append(
+                f"  {name:<{width}}  {n:>10,} events   v = {stats.value_per_event.get(name, 0):,}"
+            )
+        return out
+    out.append(f"totals of v per event name and currency ({label}; v in minor units):")
     width = max(len(name) for name in stats.per_event)
-    for name, n in sorted(stats.per_event.items()):
-        out.append(
-            f"  {name:<{width}}  {n:>10,} events   v = {stats.value_per_event.get(name, 0):,}"
-        )
+    for (name, currency), (n, value) in sorted(
+        stats.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
+    ):
+        out.append(f"  {name:<{width}}  {currency or '?':<3}  {n:>10,} events   v = {value:,}")
     return out
 
 

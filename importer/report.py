@@ -1,13 +1,14 @@
 """The run summary: counts that reconcile, totals, and their renderings.
 
 A :class:`Report` is what every entry point returns. Its accounting always holds:
-rows read = sent + rejected + failed + skipped + pending (``check`` and ``preview`` send
-nothing, so for them rows read = valid + rejected). It renders as text (CLI), a dict
-(``--json``) and HTML (a notebook cell).
+rows read = sent + filtered + rejected + failed + skipped + pending (``check`` and
+``preview`` send nothing, so for them rows read = valid + filtered + rejected). It renders
+as text (CLI), a dict (``--json``) and HTML (a notebook cell).
 """
 
 from __future__ import annotations
 
+import csv
 import html
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 
 from importer.errors import UsageError
 from importer.mapping import Mapped, empty_rejects
+from importer.schema import CsvOptions
 from importer.times import day_of, iso_utc
 
 if TYPE_CHECKING:  # pandas loads only when a DataFrame is asked for: the CLI starts faster
@@ -33,7 +35,6 @@ if TYPE_CHECKING:  # pandas loads only when a DataFrame is asked for: the CLI st
 EXAMPLES_PER_RULE = 3
 SAMPLE_URLS = 2
 MAX_REJECTS_KEPT = 100_000
-_BARS = " ▁▂▃▄▅▆▇█"
 
 
 @dataclass
@@ -41,7 +42,9 @@ class EventStats:
     """Counts, value totals and times of a set of events (valid ones, or sent ones).
 
     ``add_one`` runs once per acknowledged request, so it only touches plain dicts; days are
-    kept as day numbers and turned into dates when shown.
+    kept as day numbers and turned into dates when shown. Values are totalled per event name
+    *and currency* (None when the schema has no currency column): minor units of different
+    currencies never add up.
     """
 
     count: int = 0
@@ -49,9 +52,30 @@ class EventStats:
     last: int | None = None
     day_numbers: dict[int, int] = field(default_factory=dict)
     per_event: Counter[str] = field(default_factory=Counter)
-    value_per_event: Counter[str] = field(default_factory=Counter)
+    totals: dict[tuple[str, str | None], list[int]] = field(default_factory=dict)
     future: int = 0
     very_old: int = 0
+
+    @property
+    def value_per_event(self) -> Counter[str]:
+        """Sum of v per event name; only meaningful without a currency column."""
+        out: Counter[str] = Counter()
+        for (name, _currency), (_n, value) in self.totals.items():
+            out[name] += value
+        return out
+
+    @property
+    def has_currency(self) -> bool:
+        """Whether the events carry a currency (totals are then per currency)."""
+        return any(currency is not None for _name, currency in self.totals)
+
+    def _total(self, name: str, currency: str | None, n: int, value: int) -> None:
+        slot = self.totals.get((name, currency))
+        if slot is None:
+            self.totals[name, currency] = [n, value]
+        else:
+            slot[0] += n
+            slot[1] += value
 
     @property
     def days(self) -> Counter[date]:
@@ -72,17 +96,22 @@ class EventStats:
             self.day_numbers[day] = self.day_numbers.get(day, 0) + n
         self.future += int((times > now).sum())
         self.very_old += int((times < now - old_after * 86_400).sum())
-        grouped = events.select(["n", "v"]).group_by("n").aggregate([("v", "sum"), ("n", "count")])
-        for name, total, n in zip(
+        grouped = (
+            events.select(["n", "currency", "v"])
+            .group_by(["n", "currency"])
+            .aggregate([("v", "sum"), ("n", "count")])
+        )
+        for name, currency, total, n in zip(
             grouped.column("n").to_pylist(),
+            grouped.column("currency").to_pylist(),
             grouped.column("v_sum").to_pylist(),
             grouped.column("n_count").to_pylist(),
             strict=True,
         ):
             self.per_event[name] += n
-            self.value_per_event[name] += total or 0
+            self._total(name, currency, n, total or 0)
 
-    def add_one(self, name: str, value: int | None, when: int) -> None:
+    def add_one(self, name: str, value: int | None, when: int, currency: str | None = None) -> None:
         """Add one event (the sender calls this as each request is acknowledged)."""
         self.count += 1
         if self.first is None or when < self.first:
@@ -92,8 +121,7 @@ class EventStats:
         day = when // 86_400
         self.day_numbers[day] = self.day_numbers.get(day, 0) + 1
         self.per_event[name] += 1
-        if value is not None:
-            self.value_per_event[name] += value
+        self._total(name, currency, 1, value or 0)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -105,10 +133,21 @@ class EventStats:
             "future": self.future,
             "very_old": self.very_old,
             "per_event": {
-                name: {"events": n, "value": self.value_per_event.get(name, 0)}
-                for name, n in sorted(self.per_event.items())
+                name: self._event_dict(name, n) for name, n in sorted(self.per_event.items())
             },
         }
+
+    def _event_dict(self, name: str, count: int) -> dict[str, Any]:
+        if not self.has_currency:
+            return {"events": count, "value": self.value_per_event.get(name, 0)}
+        by_currency = {
+            currency or "": {"events": n, "value": value}
+            for (event, currency), (n, value) in sorted(
+                self.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
+            )
+            if event == name
+        }
+        return {"events": count, "value_by_currency": by_currency}
 
 
 @dataclass(repr=False)
@@ -119,6 +158,8 @@ class Report:
         command: "check", "preview", "send" or "retry".
         source: the input's name.
         rows_read: rows of the input accounted for (read, malformed, or skipped unread).
+        filtered: rows a schema filter or the time window left out: not conversions, never
+            sent, never rejected; see ``filter_counts``.
         valid: rows that passed every rule.
         rejected: rows that broke a rule; see ``rule_counts`` and ``rejects``.
         sent, failed, skipped_done, skipped_duplicate, pending: what sending did.
@@ -130,6 +171,7 @@ class Report:
     source: str = ""
     schema: str = ""
     rows_read: int = 0
+    filtered: int = 0
     valid: int = 0
     rejected: int = 0
     blank_lines: int = 0
@@ -139,10 +181,13 @@ class Report:
     skipped_duplicate: int = 0
     pending: int = 0
     rule_counts: Counter[str] = field(default_factory=Counter)
+    filter_counts: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stats: EventStats = field(default_factory=EventStats)
     sample_urls: list[str] = field(default_factory=list)
     rejects_path: str | None = None
+    rejects_rows_path: str | None = None
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     _rejects: list[pa.Table] = field(default_factory=list, repr=False)
@@ -161,6 +206,8 @@ class Report:
         self.blank_lines += batch.blank_lines
         self.valid += mapped.events.num_rows
         self.rejected += mapped.rejected
+        self.filtered += mapped.filtered_count
+        self.filter_counts.update(mapped.filtered_by)
         rejects = mapped.rejects
         if rejects.num_rows:
             self._count_rules(rejects)
@@ -227,18 +274,22 @@ class Report:
         """The line that must always hold."""
         if self.command in ("check", "preview"):
             return (
-                f"rows read {self.rows_read:,} = valid {self.valid:,} + rejected {self.rejected:,}"
+                f"rows read {self.rows_read:,} = valid {self.valid:,} + filtered "
+                f"{self.filtered:,} + rejected {self.rejected:,}"
             )
         return (
-            f"rows read {self.rows_read:,} = sent {self.sent:,} + rejected {self.rejected:,} + "
-            f"failed {self.failed:,} + skipped {self.skipped:,} + pending {self.pending:,}"
+            f"rows read {self.rows_read:,} = sent {self.sent:,} + filtered {self.filtered:,} + "
+            f"rejected {self.rejected:,} + failed {self.failed:,} + skipped {self.skipped:,} + "
+            f"pending {self.pending:,}"
         )
 
     def balanced(self) -> bool:
         """Whether the accounting line holds."""
         if self.command in ("check", "preview"):
-            return self.rows_read == self.valid + self.rejected
-        total = self.sent + self.rejected + self.failed + self.skipped + self.pending
+            return self.rows_read == self.valid + self.filtered + self.rejected
+        total = (
+            self.sent + self.filtered + self.rejected + self.failed + self.skipped + self.pending
+        )
         return self.rows_read == total
 
     @property
@@ -256,9 +307,12 @@ class Report:
             "schema": self.schema,
             "rows_read": self.rows_read,
             "valid": self.valid,
+            "filtered": self.filtered,
             "rejected": self.rejected,
             "blank_lines": self.blank_lines,
+            "filtered_by": dict(self.filter_counts),
             "rejected_by_rule": dict(sorted(self.rule_counts.items())),
+            "warnings": self.warnings,
             "examples": self.examples,
             "events": self.stats.to_dict(),
             "sample_urls": self.sample_urls,
@@ -277,6 +331,8 @@ class Report:
             )
         if self.rejects_path:
             data["rejects_file"] = self.rejects_path
+        if self.rejects_rows_path:
+            data["rejects_rows_file"] = self.rejects_rows_path
         data.update(self.extra)
         return data
 
@@ -289,22 +345,25 @@ class Report:
     def _repr_html_(self) -> str:
         rows = [("rows read", f"{self.rows_read:,}")]
         if self.command in ("check", "preview"):
-            rows += [("valid", f"{self.valid:,}"), ("rejected", f"{self.rejected:,}")]
+            rows += [(k, f"{getattr(self, k):,}") for k in ("valid", "filtered", "rejected")]
         else:
             rows += [
                 (k, f"{getattr(self, k):,}")
-                for k in ("sent", "rejected", "failed", "skipped", "pending")
+                for k in ("sent", "filtered", "rejected", "failed", "skipped", "pending")
             ]
+        rows += [(f"filter {label}", f"{n:,}") for label, n in self.filter_counts.items()]
         rows += [(f"rule {rule}", f"{n:,}") for rule, n in sorted(self.rule_counts.items())]
         if self.stats.first is not None:
             assert self.stats.last is not None
             rows.append(
                 ("time range", f"{iso_utc(self.stats.first)} .. {iso_utc(self.stats.last)}")
             )
-        for name, n in sorted(self.stats.per_event.items()):
-            rows.append(
-                (f"event {name}", f"{n:,} events, v = {self.stats.value_per_event[name]:,}")
-            )
+        for (name, currency), (n, value) in sorted(
+            self.stats.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
+        ):
+            label = f"event {name}" + (f" ({currency})" if currency else "")
+            rows.append((label, f"{n:,} events, v = {value:,}"))
+        rows += [("warning", warning) for warning in self.warnings]
         rows += [("note", note) for note in self.notes]
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
@@ -348,6 +407,67 @@ class RejectsWriter:
         if self._writer is None:
             self.write(empty_rejects())
         self._writer.close()
+
+
+class RejectedRowsWriter:
+    """Writes each rejected row as it was read, plus ``rules`` and ``messages`` columns.
+
+    The file has the input's header (every column, then ``rules`` and ``messages``), the
+    schema's delimiter and encoding, and the cells exactly as read: fix the cells and
+    import it again with the same schema. Cells are *not* neutralised for spreadsheets
+    (that would change them); open it as text, or import it as text columns. A record the
+    CSV parser could not split (``csv-malformed``) has its raw text in ``messages``.
+    """
+
+    def __init__(self, path: str | Path, columns: list[str], options: CsvOptions) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".csv":
+            raise UsageError(f"{self.path}: the rejected rows file must end in .csv")
+        self.columns = columns
+        delimiter = "," if options.delimiter == "auto" else options.delimiter
+        self._handle = self.path.open("w", encoding=options.encoding, newline="")
+        self._csv = csv.writer(self._handle, delimiter=delimiter, quotechar=options.quote_char)
+        self._csv.writerow([*columns, "rules", "messages"])
+        self.count = 0
+
+    def write(self, mapped: Mapped) -> None:
+        """Append the rejected rows of one mapped batch, in input order."""
+        rejects = mapped.rejects
+        if not rejects.num_rows:
+            return
+        said: dict[int, tuple[list[str], list[str]]] = {}
+        for reject in rejects.select(
+            ["position", "rule", "column", "message", "value"]
+        ).to_pylist():
+            rules, messages = said.setdefault(reject["position"], ([], []))
+            if reject["rule"] not in rules:
+                rules.append(reject["rule"])
+            where = f"{reject['column']}: " if reject["column"] else ""
+            value = f" (got {reject['value']!r})" if reject["value"] is not None else ""
+            messages.append(f"{where}{reject['message']}{value}")
+        batch = mapped.batch
+        index = {int(p): i for i, p in enumerate(batch.positions.tolist())}
+        malformed = {m.position: m for m in batch.malformed}
+        data = batch.data
+        for position in sorted(said):
+            rules, messages = said[position]
+            if position in malformed:
+                cells = [""] * len(self.columns)
+                messages.append(f"record as read: {malformed[position].text}")
+            else:
+                assert data is not None
+                i = index[position]
+                cells = [_cell(data.column(c)[i].as_py()) for c in self.columns]
+            self._csv.writerow([*cells, ";".join(rules), " | ".join(messages)])
+            self.count += 1
+
+    def close(self) -> None:
+        """Finish the file."""
+        self._handle.close()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def spreadsheet_safe(table: pa.Table) -> pa.Table:

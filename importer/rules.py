@@ -30,7 +30,11 @@ RULES: dict[str, str] = {
     "experiment-duplicate": "the same experiment id comes twice (two columns, or a column and "
     "the cookie); keep one",
     "variation-id-format": "variation id must be digits, or digits joined by '_'",
-    "buckets-invalid": "not a JSON object of experiment id -> variation id",
+    "buckets-invalid": "not a JSON object of experiment id -> variation id; if the cell holds "
+    "more than the cookie (e.g. 'optimizelyBuckets: %7B...%7D'), set buckets.extract to a "
+    "regular expression with one group around the cookie",
+    "extract-no-match": "the cell does not match the field's extract pattern; fix the cell, "
+    "or the pattern (or add a [[filter]] so rows without it are not conversions)",
     "goal-ids-missing": "goal ids are empty",
     "goal-ids-format": "goal ids must be digits separated by commas, e.g. 12345,4324234",
     "value-missing": "value is empty; fill it or set value.required = false",

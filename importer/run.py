@@ -24,7 +24,7 @@ from importer.ledger import DEFAULT_FLUSH_SECONDS, Admitted, work_of
 from importer.mapping import Mapped, Mapper
 from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
-from importer.report import RejectsWriter, Report
+from importer.report import RejectedRowsWriter, RejectsWriter, Report
 from importer.sender import Failure, Outcome, Sender, SendOptions
 from importer.source import Source
 
@@ -83,6 +83,8 @@ class RunSettings:
     progress: Progress = field(default_factory=NullProgress)
     control: Control = field(default_factory=Control)
     rejects: RejectsWriter | None = None
+    rejected_rows: RejectedRowsWriter | None = None
+    columns: list[str] | None = None  # None: only the columns the schema reads
     lease_rows: int = DEFAULT_LEASE_ROWS
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
 
@@ -174,7 +176,12 @@ def source_feed(
         # One thread reads and maps: mapping is ~100x faster than sending, so read-ahead
         # would only hold more batches in memory (peak RSS must not grow with the file).
         batches: Generator[Mapped, None, None] = mapped_batches(
-            source, mapper, batch_size=settings.batch_size, ledger=ledger, workers=1
+            source,
+            mapper,
+            batch_size=settings.batch_size,
+            ledger=ledger,
+            workers=1,
+            columns=settings.columns,
         )
         try:
             while sender.accepting:
@@ -185,6 +192,8 @@ def source_feed(
                 report.add_mapped(mapped)
                 if settings.rejects is not None:
                     settings.rejects.write(mapped.rejects)
+                if settings.rejected_rows is not None:
+                    settings.rejected_rows.write(mapped)
                 report.skipped_done += mapped.batch.skipped
                 await _queue(mapped, ledger, sender, report, settings.lease_rows, ledger_thread)
             await sender.feed_done()
@@ -267,7 +276,13 @@ async def _tick(
             await loop.run_in_executor(ledger_thread, ledger.flush)
             last_flush = now
         if now - last_show >= 0.2:
-            settled = sender.outcome.sent + sender.outcome.failed + report.rejected + report.skipped
+            settled = (
+                sender.outcome.sent
+                + sender.outcome.failed
+                + report.rejected
+                + report.filtered
+                + report.skipped
+            )
             settings.progress.advance(
                 settled - shown,
                 sent=sender.outcome.sent,

@@ -56,16 +56,42 @@ class _Model(BaseModel):
             _DEPTH.value -= 1
 
 
+_EXTRACT_HELP = (
+    "A regular expression with one group: the value is what the group matches inside the "
+    "cell (e.g. 'optimizelyBuckets: (\\S+)'); a non-empty cell that does not match is a "
+    "reject (extract-no-match)."
+)
+
+
+def check_extract(pattern: str | None, *, key: str = "extract") -> None:
+    """Refuse an ``extract`` pattern that does not compile or has not exactly one group."""
+    if pattern is None:
+        return
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"'{key}' is not a valid regular expression: {exc}") from None
+    if compiled.groups != 1:
+        raise ValueError(
+            f"'{key}' must have exactly one group (the part to keep), got {compiled.groups}: "
+            f"{pattern!r}; write other groups as (?:...)"
+        )
+
+
 class _Source(_Model):
     """A parameter taken from a column of the file, or a constant for every row."""
 
     column: str | None = Field(default=None, description="Input column holding the value.")
     value: str | None = Field(default=None, description="Constant used for every row.")
+    extract: str | None = Field(default=None, description=_EXTRACT_HELP)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         if (self.column is None) == (self.value is None):
             raise ValueError("give exactly one of 'column' or 'value'")
+        if self.extract is not None and self.column is None:
+            raise ValueError("'extract' needs 'column'")
+        check_extract(self.extract)
         return self
 
 
@@ -100,6 +126,14 @@ class UserIdField(TextField):
     )
     allow_email: bool = Field(
         default=False, description="Send user ids that look like emails unhashed (not advised)."
+    )
+    normalize: Literal["auto", "trim", "email"] = Field(
+        default="auto",
+        description=(
+            "Before hashing: 'trim' (surrounding whitespace only), 'email' (trim and lower-case "
+            "every id), 'auto' (default: trim; with hash set, ids that look like an email "
+            "address are lower-cased too, so Ana@Example.com and ana@example.com are one user)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -147,11 +181,21 @@ class ValueField(_Model):
     )
     allow_negative: bool = Field(default=False, description="Accept negative amounts (refunds).")
     required: bool = Field(default=True, description="Reject rows whose cell is empty.")
+    extract: str | None = Field(default=None, description=_EXTRACT_HELP)
+    currency_extract: str | None = Field(
+        default=None, description="Like 'extract', for the currency column."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if (self.column is None) == (self.value is None):
             raise ValueError("give exactly one of 'column' or 'value'")
+        if self.extract is not None and self.column is None:
+            raise ValueError("'extract' needs 'column'")
+        if self.currency_extract is not None and self.currency_column is None:
+            raise ValueError("'currency_extract' needs 'currency_column'")
+        check_extract(self.extract)
+        check_extract(self.currency_extract, key="currency_extract")
         if self.scale is not None and self.currency_column is not None:
             raise ValueError("give 'scale' or 'currency_column', not both")
         if self.thousands_separator is not None and self.thousands_separator == (
@@ -165,6 +209,7 @@ class TimeField(_Model):
     """The event time (``time``, epoch seconds). A missing time is a reject, never "now"."""
 
     column: str = Field(description="Column holding the time.")
+    extract: str | None = Field(default=None, description=_EXTRACT_HELP)
     format: str = Field(
         default="auto",
         description=(
@@ -187,6 +232,7 @@ class TimeField(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        check_extract(self.extract)
         if self.timezone is not None:
             try:
                 zoneinfo.ZoneInfo(self.timezone)
@@ -211,6 +257,12 @@ class ExperimentPair(_Model):
     experiment_column: str | None = Field(default=None, description="Column of experiment ids.")
     variation: str | None = Field(default=None, description="Constant variation id.")
     variation_column: str | None = Field(default=None, description="Column of variation ids.")
+    experiment_extract: str | None = Field(
+        default=None, description="Like 'extract', for the experiment column."
+    )
+    variation_extract: str | None = Field(
+        default=None, description="Like 'extract', for the variation column."
+    )
     required: bool = Field(
         default=True, description="Reject rows where this pair is empty (else skip the pair)."
     )
@@ -221,6 +273,12 @@ class ExperimentPair(_Model):
             raise ValueError("give exactly one of 'experiment' or 'experiment_column'")
         if (self.variation is None) == (self.variation_column is None):
             raise ValueError("give exactly one of 'variation' or 'variation_column'")
+        if self.experiment_extract is not None and self.experiment_column is None:
+            raise ValueError("'experiment_extract' needs 'experiment_column'")
+        if self.variation_extract is not None and self.variation_column is None:
+            raise ValueError("'variation_extract' needs 'variation_column'")
+        check_extract(self.experiment_extract, key="experiment_extract")
+        check_extract(self.variation_extract, key="variation_extract")
         if self.experiment is not None and not _DIGITS.fullmatch(self.experiment):
             raise ValueError(f"'experiment' must be digits, got {self.experiment!r}")
         if self.variation is not None and not _VARIATION.fullmatch(self.variation):
@@ -238,6 +296,12 @@ class BucketsField(_Model):
         default="cookie",
         description="'cookie': URL-encoded JSON as in the optimizelyBuckets cookie; 'json': plain.",
     )
+    extract: str | None = Field(default=None, description=_EXTRACT_HELP)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_extract(self.extract)
+        return self
 
 
 class SegmentField(_Model):
@@ -246,6 +310,7 @@ class SegmentField(_Model):
     id: str = Field(description="Segment id (digits).")
     column: str | None = Field(default=None, description="Column holding the segment value.")
     value: str | None = Field(default=None, description="Constant segment value.")
+    extract: str | None = Field(default=None, description=_EXTRACT_HELP)
     required: bool = Field(default=False, description="Reject rows whose cell is empty.")
 
     @model_validator(mode="after")
@@ -254,7 +319,62 @@ class SegmentField(_Model):
             raise ValueError(f"'id' must be digits, got {self.id!r}")
         if (self.column is None) == (self.value is None):
             raise ValueError("give exactly one of 'column' or 'value'")
+        if self.extract is not None and self.column is None:
+            raise ValueError("'extract' needs 'column'")
+        check_extract(self.extract)
         return self
+
+
+class Filter(_Model):
+    """Keep only the rows whose cell passes one test; the others are not conversions.
+
+    Rows that fail a filter are counted as *filtered*: never rejected, never sent. Every
+    filter of a schema must hold (AND). Cells are compared trimmed, as text.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    column: str = Field(description="Input column to test.")
+    in_: tuple[str, ...] | None = Field(
+        default=None, alias="in", description="Keep rows whose cell is one of these."
+    )
+    not_in: tuple[str, ...] | None = Field(
+        default=None, description="Keep rows whose cell is none of these."
+    )
+    matches: str | None = Field(
+        default=None,
+        description="Keep rows whose whole cell matches this regular expression (RE2 syntax).",
+    )
+    empty: bool | None = Field(
+        default=None, description="true: keep rows whose cell is empty; false: non-empty."
+    )
+    ignore_case: bool = Field(
+        default=False, description="Compare 'in', 'not_in' and 'matches' ignoring case."
+    )
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Self:
+        tests = [self.in_, self.not_in, self.matches, self.empty]
+        if sum(t is not None for t in tests) != 1:
+            raise ValueError("give exactly one test: 'in', 'not_in', 'matches' or 'empty'")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"'matches' is not a valid regular expression: {exc}") from None
+        return self
+
+    def describe(self) -> str:
+        """How reports name this filter, e.g. ``Status in ["Paid"]``."""
+        if self.in_ is not None:
+            test = f"in {json.dumps(list(self.in_), ensure_ascii=False)}"
+        elif self.not_in is not None:
+            test = f"not_in {json.dumps(list(self.not_in), ensure_ascii=False)}"
+        elif self.matches is not None:
+            test = f"matches {json.dumps(self.matches, ensure_ascii=False)}"
+        else:
+            test = "empty" if self.empty else "not empty"
+        return f"{self.column} {test}" + (" (ignoring case)" if self.ignore_case else "")
 
 
 class Checks(_Model):
@@ -303,6 +423,11 @@ class Schema(_Model):
     endpoint: str = Field(
         default=DEFAULT_ENDPOINT, description="URL template; {project_id} is replaced per row."
     )
+    filter: tuple[Filter, ...] = Field(
+        default=(),
+        description="Row filters, applied before validation; a row must pass every one. "
+        "The others are counted as filtered, never sent.",
+    )
     project_id: DigitsField = Field(description="a: the project id (digits).")
     account_id: DigitsField = Field(description="d: the account id (digits).")
     user_id: UserIdField = Field(description="u: the user id.")
@@ -349,6 +474,7 @@ class Schema(_Model):
             found += [pair.experiment_column, pair.variation_column]
         found += [segment.column for segment in self.segments]
         found += list(self.dedupe_key)
+        found += [f.column for f in self.filter]
         return list(dict.fromkeys(c for c in found if c is not None))
 
     def fingerprint(self) -> str:
@@ -408,7 +534,30 @@ def load_schema(source: str | Path | Mapping[str, Any] | Schema) -> Schema:
     return _validate(data, origin=str(path))
 
 
+def todo_keys(data: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is still a ``TODO`` placeholder (as ``init`` leaves them)."""
+    if isinstance(data, Mapping):
+        found = []
+        for key, value in data.items():
+            found += todo_keys(value, f"{prefix}.{key}" if prefix else str(key))
+        return found
+    if isinstance(data, list | tuple):
+        found = []
+        for i, value in enumerate(data):
+            found += todo_keys(value, f"{prefix}[{i}]")
+        return found
+    return [prefix] if isinstance(data, str) and data.lstrip().startswith("TODO") else []
+
+
 def _validate(data: dict[str, Any], *, origin: str) -> Schema:
+    todos = todo_keys(data)
+    if todos:
+        raise SchemaError(
+            f"{len(todos)} value{'s are' if len(todos) > 1 else ' is'} still TODO: "
+            + ", ".join(todos)
+            + ". Fill each in (its comment says what it needs), then check again.",
+            origin=origin,
+        )
     _DEPTH.value = getattr(_DEPTH, "value", 0) + 1  # this call names the origin, not __init__
     try:
         return Schema.model_validate(data)
@@ -451,7 +600,7 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel]) -> tuple[str, st
         known = _known_keys(tuple(error["loc"])[:-1], model)
         return key, f"unknown key; this table takes: {', '.join(known)}"
     if kind == "missing":
-        return key, "missing; add it (see schemas/schema.json)"
+        return key, "missing; add it (see `event-backfill schema --json-schema`)"
     message = str(error["msg"]).removeprefix("Value error, ")
     got = error.get("input")
     show = kind != "value_error" and not isinstance(got, dict)
@@ -469,7 +618,7 @@ def _known_keys(loc: tuple[int | str, ...], root: type[BaseModel]) -> list[str]:
         model = _model_of(field.annotation)
         if model is None:
             return []
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -480,6 +629,12 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+def example_schemas() -> dict[str, Path]:
+    """The example schema files shipped in the package, by name (e.g. "payments")."""
+    folder = Path(__file__).parent / "schemas"
+    return {path.stem: path for path in sorted(folder.glob("*.toml"))}
 
 
 def json_schema() -> dict[str, Any]:

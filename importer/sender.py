@@ -81,6 +81,7 @@ class Work:
     file: str
     rows: list[int]
     lines: list[int | None]
+    currencies: list[str | None] | None = None  # ISO 4217 per row, for totals per currency
 
     def __len__(self) -> int:
         return len(self.urls)
@@ -98,6 +99,7 @@ class Failure:
     attempts: int
     status: int | None
     error: str
+    currency: str | None = None
 
 
 class Tracker(Protocol):
@@ -201,7 +203,7 @@ class Sender:
     Args:
         options: how to send.
         tracker: told of every row's fate (the ledger).
-        on_done: called with (event name, value, time) of each acknowledged row.
+        on_done: called with (event name, value, time, currency) of each acknowledged row.
     """
 
     def __init__(
@@ -209,7 +211,7 @@ class Sender:
         options: SendOptions,
         *,
         tracker: Tracker | None = None,
-        on_done: Callable[[str, int | None, int], None] | None = None,
+        on_done: Callable[[str, int | None, int, str | None], None] | None = None,
     ) -> None:
         self.options = options
         self.tracker = tracker or NullTracker()
@@ -448,7 +450,8 @@ class Sender:
         if self.on_done is not None:
             for item in acked:
                 work, i = item.work, item.index
-                self.on_done(work.names[i], work.values[i], work.times[i])
+                currency = work.currencies[i] if work.currencies is not None else None
+                self.on_done(work.names[i], work.values[i], work.times[i], currency)
         return len(acked)
 
     def _transient(self, item: _Item, err: DeliveryError) -> None:
@@ -484,6 +487,7 @@ class Sender:
             item.attempts,
             err.status,
             err.reason,
+            work.currencies[i] if work.currencies is not None else None,
         )
         self.outcome.failed += 1
         self.outcome.failures.append(failure)

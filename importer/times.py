@@ -360,3 +360,34 @@ def iso_utc(seconds: int) -> str:
 def day_of(seconds: int) -> date:
     """The UTC calendar day of an epoch second."""
     return datetime.fromtimestamp(seconds, tz=UTC).date()
+
+
+def window_bound(value: str | date | datetime | int | None, *, end: bool) -> int | None:
+    """A --since/--until bound as epoch seconds (UTC unless the text carries an offset).
+
+    A date alone means that whole day: ``since`` starts at its midnight, ``until`` ends after
+    it (so ``--until 2025-03-31`` includes March 31). A datetime is exact; ``until`` is
+    exclusive.
+
+    Raises:
+        ValueError: the text is neither an ISO date nor an ISO datetime.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO date or datetime (e.g. 2025-03-01 or "
+                "2025-03-01T12:00:00+01:00)"
+            ) from None
+    if not isinstance(value, datetime):
+        start = datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return int(start.timestamp()) + (86_400 if end else 0)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())

@@ -36,7 +36,7 @@ def frame() -> pd.DataFrame:
 def test_check_a_dataframe_with_nullable_and_categorical_columns() -> None:
     """Nullable ints keep their digits, categoricals are text, NA is empty."""
     report = importer.check(frame(), schema=BASE_SCHEMA, now=NOW)
-    assert report.accounting == "rows read 3 = valid 2 + rejected 1"
+    assert report.accounting == "rows read 3 = valid 2 + filtered 0 + rejected 1"
     assert report.rejects[["row", "column", "rule"]].to_dict("records") == [
         {"row": 2, "column": "user", "rule": "user-id-empty"}
     ]
@@ -63,8 +63,8 @@ def test_schema_mistakes_in_python_read_like_file_mistakes() -> None:
     with pytest.raises(importer.ImporterError) as caught:
         importer.Schema(**{**BASE_SCHEMA, "user_id": {"column": "user", "hsh": "sha256"}})
     assert str(caught.value) == (
-        "Schema(...): key 'user_id.hsh': unknown key; this table takes: column, value, hash, "
-        "salt_env, allow_email"
+        "Schema(...): key 'user_id.hsh': unknown key; this table takes: column, value, "
+        "extract, hash, salt_env, allow_email, normalize"
     )
 
 
@@ -130,7 +130,10 @@ def test_report_renders_for_notebooks_and_machines() -> None:
         "<table><caption>event-backfill check: &lt;dataframe&gt;"
     )
     assert json.loads(json.dumps(report.to_dict()))["rejected_by_rule"] == {"user-id-empty": 1}
-    assert repr(report) == "<Report check <dataframe>: rows read 3 = valid 2 + rejected 1>"
+    assert (
+        repr(report)
+        == "<Report check <dataframe>: rows read 3 = valid 2 + filtered 0 + rejected 1>"
+    )
 
 
 def test_library_prints_nothing_in_a_script(

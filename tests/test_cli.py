@@ -44,7 +44,7 @@ def test_check_all_valid_exits_0(schema_file: Path, write_csv) -> None:  # type:
     path = write_csv([HEADER, SPEC_ROW, SPEC_ROW])
     result = runner.invoke(app, ["check", str(path), "--schema", str(schema_file), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "rows read 2 = valid 2 + rejected 0" in result.stdout
+    assert "rows read 2 = valid 2 + filtered 0 + rejected 0" in result.stdout
     assert "example_event           2 events   v = 1,000" in result.stdout
     assert SPEC_QUERY in result.stdout
 
@@ -61,7 +61,7 @@ def test_check_with_rejects_exits_3_and_writes_a_safe_file(
         app, ["check", str(path), "--schema", str(schema_file), "--rejects", str(out), "--quiet"]
     )
     assert result.exit_code == 3, result.output
-    assert "rows read 2 = valid 1 + rejected 1" in result.stdout
+    assert "rows read 2 = valid 1 + filtered 0 + rejected 1" in result.stdout
     assert f"      {path} line 3, column amount: '-5.00'" in result.stdout
     text = out.read_text()
     assert text.splitlines()[0] == '"file","row","line","column","rule","message","value"'
@@ -92,7 +92,7 @@ def test_schema_error_exits_2_naming_file_and_key(tmp_path: Path, write_csv) -> 
     assert result.stderr == (
         f"error: {bad}: key 'value.scael': unknown key; this table takes: column, value, scale, "
         "currency_column, thousands_separator, decimal_separator, strip, rounding, "
-        "allow_negative, required\n"
+        "allow_negative, required, extract, currency_extract\n"
     )
     assert result.stdout == ""
 

@@ -210,6 +210,7 @@ def test_preview_returns_params_and_url(schema: dict[str, Any], write_csv) -> No
         "d",
         "s",
         "time",
+        "currency",
         "url",
     ]
     assert len(frame) == 1

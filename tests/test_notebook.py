@@ -45,23 +45,29 @@ def test_backfill_notebook_runs_and_sends_nothing_twice() -> None:
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
     ).execute()
     check = tagged(notebook, "check")
-    assert "rows read 240 = valid 232 + rejected 8" in text_of(check)
+    assert "rows read 240 = valid 232 + filtered 0 + rejected 8" in text_of(check)
     html = [o["data"]["text/html"] for o in check.outputs if "text/html" in o.get("data", {})]
     assert html and html[0].startswith("<table><caption>event-backfill check")
     assert "TqdmWarning" not in text_of(check)
     rejects = text_of(tagged(notebook, "rejects"))
     for rule in ("value-negative", "user-id-empty", "user-id-email"):
         assert rule in rejects
-    assert "rows read 238 = valid 238 + rejected 0" in text_of(tagged(notebook, "recheck"))
-    assert "rows read 238 = sent 238 + rejected 0 + failed 0 + skipped 0 + pending 0" in text_of(
-        tagged(notebook, "send")
+    assert "rows read 238 = valid 238 + filtered 0 + rejected 0" in text_of(
+        tagged(notebook, "recheck")
+    )
+    assert (
+        "rows read 238 = sent 238 + filtered 0 + rejected 0 + failed 0 + skipped 0 + pending 0"
+        in text_of(tagged(notebook, "send"))
     )
     received = text_of(tagged(notebook, "received"))
     assert "received by the collector: 238" in received
     totals = received.split("sum of v received:")[1].split("| sum of v sent:")
     assert int(totals[0]) == int(totals[1])
     resend = text_of(tagged(notebook, "resend"))
-    assert "rows read 238 = sent 0 + rejected 0 + failed 0 + skipped 238 + pending 0" in resend
+    assert (
+        "rows read 238 = sent 0 + filtered 0 + rejected 0 + failed 0 + skipped 238 + pending 0"
+        in resend
+    )
     assert "collector now: 238 requests, 0 duplicates" in resend
     assert "finished" in text_of(tagged(notebook, "status"))
 

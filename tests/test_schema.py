@@ -45,8 +45,8 @@ def test_fingerprint_changes_with_what_is_sent(schema: dict[str, Any]) -> None:
     [
         pytest.param(
             {"user_id": {"column": "user", "hsh": "sha256"}},
-            "schema: key 'user_id.hsh': unknown key; this table takes: column, value, hash, "
-            "salt_env, allow_email",
+            "schema: key 'user_id.hsh': unknown key; this table takes: column, value, extract, "
+            "hash, salt_env, allow_email, normalize",
             id="unknown-key",
         ),
         pytest.param(

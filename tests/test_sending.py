@@ -179,7 +179,8 @@ def test_send_cli_sandbox_prints_what_the_collector_received(tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert (
-        "rows read 600 = sent 600 + rejected 0 + failed 0 + skipped 0 + pending 0" in result.stdout
+        "rows read 600 = sent 600 + filtered 0 + rejected 0 + failed 0 + skipped 0 + pending 0"
+        in result.stdout
     )
     assert (
         "the sandbox collector received 600 requests: 600 answered 200, 0 invalid by the "
