@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     import pandas as pd
 from importer.collector import Collector
 from importer.errors import UsageError
-from importer.ledger import DEFAULT_LEDGER, SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
+from importer.ledger import (
+    DEFAULT_LEDGER,
+    SANDBOX,
+    LedgerPath,
+    MemoryLedger,
+    RunKey,
+    SqliteLedger,
+    Unknown,
+    ledger_path,
+)
 from importer.mapping import Mapped, Mapper, empty_events
 from importer.pipeline import mapped_batches
 from importer.progress import ProgressLike, choose
@@ -265,7 +274,7 @@ async def send_async(
     schema: SchemaLike,
     endpoint: str | None = None,
     sandbox: bool = False,
-    ledger: str | Path | None = DEFAULT_LEDGER,
+    ledger: LedgerPath | None = DEFAULT_LEDGER,
     new_run: bool = False,
     unknown: Unknown = "resend",
     options: SendOptions | None = None,
@@ -286,7 +295,9 @@ async def send_async(
         schema: a schema file path, a dict, or a :class:`~importer.schema.Schema`.
         endpoint: override the schema's endpoint template (e.g. a collector's URL).
         sandbox: start a local collector and send there instead.
-        ledger: the SQLite ledger file that makes the run resumable; None for no ledger.
+        ledger: the SQLite ledger file that makes the run resumable (default:
+            $EVENT_BACKFILL_LEDGER, else ledger.sqlite in the user's data directory); None
+            for no ledger.
         new_run: start afresh even though the ledger holds a run of this source.
         unknown: rows an interrupted run may or may not have delivered: "resend" them
             (never loses) or "skip" them (never duplicates).
@@ -329,7 +340,13 @@ async def send_async(
         _open_ledger, ledger, opened, loaded, destination, new_run, unknown
     )
     report.extra["resume"] = store.resume.__dict__ if isinstance(store, SqliteLedger) else None
-    for line in resume_lines(report.extra["resume"]):
+    if isinstance(store, SqliteLedger):
+        report.extra["ledger"] = {"path": str(store.path), "run": store.run_id}
+        report.failed_earlier = store.resume.failed
+        report.rejected_earlier = store.resume.rejected
+        settings.retry_command = f"event-backfill retry --ledger {store.path} --run {store.run_id}"
+        settings.progress.note(f"ledger: {store.path} (run {store.run_id})")
+    for line in resume_lines(report.extra["resume"], report.extra.get("ledger")):
         settings.progress.note(line)
     settings.rejects = RejectsWriter(rejects) if rejects is not None else None
     collector = Collector() if sandbox else None
@@ -354,12 +371,11 @@ async def send_async(
             await collector.stop()
     if isinstance(store, SqliteLedger):
         report.extra["unknown"] = store.unknown_now
-        report.extra["ledger"] = {"path": str(store.path), "run": store.run_id}
     return report
 
 
 def _open_ledger(
-    path: str | Path | None,
+    path: LedgerPath | None,
     source: Source,
     schema: Schema,
     destination: str,
@@ -369,7 +385,9 @@ def _open_ledger(
     if path is None:
         return MemoryLedger()
     key = RunKey(source.key, source.name, source.fingerprint(), schema.fingerprint(), destination)
-    return SqliteLedger(path, key, new_run=new_run, unknown=unknown, dedupe=bool(schema.dedupe_key))
+    return SqliteLedger(
+        ledger_path(path), key, new_run=new_run, unknown=unknown, dedupe=bool(schema.dedupe_key)
+    )
 
 
 def send(source: Any, /, **kwargs: Any) -> Report:
@@ -415,7 +433,7 @@ def _in_thread(work: Any, control: Control) -> Any:
 
 async def retry_async(
     *,
-    ledger: str | Path = DEFAULT_LEDGER,
+    ledger: LedgerPath = DEFAULT_LEDGER,
     run: int | None = None,
     options: SendOptions | None = None,
     progress: ProgressLike = None,
@@ -440,7 +458,7 @@ async def retry_async(
         progress=choose(progress),
         control=control or Control(),
     )
-    return await history.retry_async(ledger, settings, run=run)
+    return await history.retry_async(ledger_path(ledger), settings, run=run)
 
 
 def retry(**kwargs: Any) -> Report:
@@ -449,11 +467,18 @@ def retry(**kwargs: Any) -> Report:
     return _in_thread(lambda: retry_async(control=control, **kwargs), control)  # type: ignore[no-any-return]
 
 
-def status(*, ledger: str | Path = DEFAULT_LEDGER) -> pd.DataFrame:
+def status(*, ledger: LedgerPath = DEFAULT_LEDGER) -> pd.DataFrame:
     """Each run in the ledger: source, state, counts by state, unknown rows, last activity."""
-    return history.status(ledger)
+    return history.status(ledger_path(ledger))
 
 
-def failures(*, ledger: str | Path = DEFAULT_LEDGER, run: int | None = None) -> pd.DataFrame:
+def failures(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> pd.DataFrame:
     """The failed rows with their last status and error."""
-    return history.failures(ledger, run=run)
+    return history.failures(ledger_path(ledger), run=run)
+
+
+def export_failures(
+    out: str | Path, *, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None
+) -> int:
+    """Write the failed rows to a .csv (spreadsheet-safe) or .parquet file; how many."""
+    return history.export_failures(ledger_path(ledger), out, run=run)

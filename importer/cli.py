@@ -19,10 +19,10 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from importer import api, history
+from importer import api
 from importer.collector import DEFAULT_HOST, DEFAULT_PORT, Faults, serve
 from importer.errors import ImporterError, UsageError
-from importer.ledger import DEFAULT_LEDGER
+from importer.ledger import DEFAULT_LEDGER, LEDGER_ENV, LedgerPath, ledger_path
 from importer.progress import Progress, TqdmProgress
 from importer.report import Report
 from importer.run import Control
@@ -90,7 +90,14 @@ EndpointOpt = Annotated[
     ),
 ]
 
-LedgerOpt = Annotated[Path, typer.Option(help="The SQLite ledger that makes runs resumable.")]
+LedgerOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help=f"The SQLite ledger that makes runs resumable [default: ${LEDGER_ENV}, else "
+        "ledger.sqlite in your data directory, e.g. ~/.local/share/event-backfill/]",
+        show_default=False,
+    ),
+]
 ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.", min=1)]
 RateOpt = Annotated[
     float | None,
@@ -126,6 +133,10 @@ def _run(action: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         typer.echo("interrupted: nothing was sent", err=True)
         raise typer.Exit(1) from None
+
+
+def _ledger(path: Path | None) -> LedgerPath:
+    return DEFAULT_LEDGER if path is None else path
 
 
 def _progress(quiet: bool) -> Progress:
@@ -264,7 +275,7 @@ def send(
     rejects_rows: RejectsRowsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    ledger: LedgerOpt = DEFAULT_LEDGER,
+    ledger: LedgerOpt = None,
     no_ledger: Annotated[
         bool, typer.Option("--no-ledger", help="Keep no ledger: the run cannot be resumed.")
     ] = False,
@@ -312,7 +323,7 @@ def send(
             rejects_rows=rejects_rows,
             since=since,
             until=until,
-            ledger=None if no_ledger else ledger,
+            ledger=None if no_ledger else _ledger(ledger),
             new_run=new_run,
             unknown=unknown.value,
             progress=_progress(quiet),
@@ -324,17 +335,19 @@ def send(
 
 
 @app.command()
-def status(ledger: LedgerOpt = DEFAULT_LEDGER, as_json: JsonOpt = False) -> None:
+def status(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
     """Show each run in the ledger: source, state, counts, unknown rows, last activity.
 
-    Example: event-backfill status --ledger .backfill/ledger.sqlite
+    Example: event-backfill status --ledger ledger.sqlite
     """
-    frame = _run(lambda: api.status(ledger=ledger))
+    path = ledger_path(ledger)
+    frame = _run(lambda: api.status(ledger=path))
     if as_json:
         typer.echo(frame.to_json(orient="records", indent=2))
         raise typer.Exit(0)
+    typer.echo(f"ledger: {path}")
     if frame.empty:
-        typer.echo(f"{ledger}: no runs yet")
+        typer.echo(f"{path}: no runs yet")
     for run in frame.to_dict("records"):
         typer.echo(
             f"run {run['run']}  {run['state']:<8}  {run['source']}\n"
@@ -346,12 +359,17 @@ def status(ledger: LedgerOpt = DEFAULT_LEDGER, as_json: JsonOpt = False) -> None
             f"unknown {run['unknown']:,}\n"
             f"  started {run['created']}, last activity {run['last_activity']}"
         )
+        if run["failed"]:
+            typer.echo(
+                f"  {run['failed']:,} rows failed permanently: once the cause is fixed, "
+                f"re-send them with: event-backfill retry --ledger {path} --run {run['run']}"
+            )
     raise typer.Exit(0)
 
 
 @app.command()
 def retry(
-    ledger: LedgerOpt = DEFAULT_LEDGER,
+    ledger: LedgerOpt = None,
     run: RunOpt = None,
     concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
     rate: RateOpt = None,
@@ -362,7 +380,7 @@ def retry(
 ) -> None:
     """Send the rows that failed permanently again, once their cause is fixed.
 
-    Example: event-backfill retry --ledger .backfill/ledger.sqlite
+    Example: event-backfill retry --ledger ledger.sqlite --run 3
     """
     options = SendOptions(
         concurrency=concurrency, rate=rate, max_attempts=max_attempts, give_up_after=give_up_after
@@ -371,7 +389,11 @@ def retry(
     _on_signals(control)
     report = _run(
         lambda: api.retry(
-            ledger=ledger, run=run, options=options, progress=_progress(quiet), control=control
+            ledger=_ledger(ledger),
+            run=run,
+            options=options,
+            progress=_progress(quiet),
+            control=control,
         )
     )
     _show(report, as_json)
@@ -381,14 +403,14 @@ def retry(
 @failures_app.command("export")
 def failures_export(
     out: Annotated[Path, typer.Argument(help="A .csv (spreadsheet-safe) or .parquet file.")],
-    ledger: LedgerOpt = DEFAULT_LEDGER,
+    ledger: LedgerOpt = None,
     run: RunOpt = None,
 ) -> None:
     """Write the failed rows with their last status and error to a file.
 
-    Example: event-backfill failures export failures.csv --ledger .backfill/ledger.sqlite
+    Example: event-backfill failures export failures.csv --run 3
     """
-    count = _run(lambda: history.export_failures(ledger, out, run=run))
+    count = _run(lambda: api.export_failures(out, ledger=_ledger(ledger), run=run))
     typer.echo(f"{count:,} failed rows written to {out}", err=True)
     raise typer.Exit(0)
 
@@ -561,7 +583,6 @@ def collector(
             seed=seed,
         )
     )
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def announce(line: str) -> None:
         typer.echo(line)

@@ -11,10 +11,12 @@ queries matching a pattern or during a window of time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import re
+import signal
 import sqlite3
 import threading
 import time
@@ -421,11 +423,20 @@ class RunningCollector:
 async def serve(
     host: str, port: int, *, record: str | Path | None, faults: Faults, announce: Any = print
 ) -> None:
-    """Run a collector until cancelled (the ``event-backfill collector`` command)."""
+    """Run a collector until cancelled or signalled (the ``event-backfill collector`` command).
+
+    SIGINT and SIGTERM stop it gracefully: it stops listening and answers the requests it
+    has already recorded before it exits, as a real server's graceful stop does.
+    """
     collector = Collector(record=record, faults=faults)
     url = await collector.start(host, port)
     announce(f"collector listening on {url} (GET /stats for counts); Ctrl-C stops it")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await collector.stop()

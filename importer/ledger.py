@@ -19,6 +19,7 @@ query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledge
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import json
 import os
@@ -27,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +40,38 @@ from importer.intervals import IntervalSet
 from importer.mapping import Mapped
 from importer.sender import Failure, Work
 
-DEFAULT_LEDGER = Path(".backfill/ledger.sqlite")
+LEDGER_ENV = "EVENT_BACKFILL_LEDGER"
+
+
+class _Default(enum.Enum):
+    LEDGER = "the default ledger"
+
+
+# The ledger a run uses unless told otherwise: $EVENT_BACKFILL_LEDGER, else ledger.sqlite in
+# the user's data directory. Never relative to the working directory: the same command run
+# from another directory must find the same ledger (and never send a file twice).
+DEFAULT_LEDGER: Final = _Default.LEDGER
+LedgerPath = str | Path | Literal[_Default.LEDGER]
+
+
+def default_ledger() -> Path:
+    """Where the ledger lives when no --ledger is given."""
+    configured = os.environ.get(LEDGER_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path("event-backfill", appauthor=False) / "ledger.sqlite"
+
+
+def ledger_path(path: LedgerPath | None) -> Path:
+    """A ledger argument as a path (the default one for DEFAULT_LEDGER or None)."""
+    if path is None or path is DEFAULT_LEDGER:
+        return default_ledger()
+    assert not isinstance(path, _Default)
+    return Path(path).expanduser()
+
+
 DEFAULT_FLUSH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 0.2
 SANDBOX = "sandbox"
@@ -55,6 +87,7 @@ CREATE TABLE IF NOT EXISTS runs (
     unknown_skipped INTEGER NOT NULL DEFAULT 0, unknown_resent INTEGER NOT NULL DEFAULT 0,
     filtered INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS runs_by_source ON runs (source_key, endpoint);
+CREATE INDEX IF NOT EXISTS runs_by_content ON runs (source_fingerprint, endpoint);
 CREATE TABLE IF NOT EXISTS ranges (
     run_id INTEGER NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
     PRIMARY KEY (run_id, kind, start)) WITHOUT ROWID;
@@ -94,7 +127,14 @@ class RunKey:
 
 @dataclass(frozen=True)
 class Resume:
-    """What an earlier run of the same command left."""
+    """What an earlier run of the same command left.
+
+    Attributes:
+        left: rows the earlier run read but neither settled nor left unknown (pending after
+            an outage or a stop): this run sends them.
+        failed, rejected, filtered: rows the run holds as failed permanently (``retry``
+            re-sends them), rejected and filtered.
+    """
 
     run_id: int
     resumed: bool
@@ -102,6 +142,10 @@ class Resume:
     already_settled: int
     unknown: int
     policy: Unknown
+    left: int = 0
+    failed: int = 0
+    rejected: int = 0
+    filtered: int = 0
 
 
 def work_of(
@@ -289,12 +333,23 @@ class SqliteLedger:
     # -- opening ----------------------------------------------------------------------------
 
     def _find_run(self, new_run: bool) -> tuple[int, bool]:
+        """The run to resume: the same content to the same endpoint, wherever the file is.
+
+        Failing that, a run of the same path whose content changed is refused (not mixed).
+        """
         key = self.key
+        columns = "id, source_fingerprint, schema_fingerprint, source_name, sent, updated"
         row = self.db.execute(
-            "SELECT id, source_fingerprint, schema_fingerprint, source_name, sent, updated "
-            "FROM runs WHERE source_key = ? AND endpoint = ? ORDER BY id DESC LIMIT 1",
-            (key.source_key, key.endpoint),
+            f"SELECT {columns} FROM runs WHERE source_fingerprint = ? AND endpoint = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (key.source_fingerprint, key.endpoint),
         ).fetchone()
+        if row is None:
+            row = self.db.execute(
+                f"SELECT {columns} FROM runs WHERE source_key = ? AND endpoint = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (key.source_key, key.endpoint),
+            ).fetchone()
         if row is not None and not new_run:
             run_id, source_fp, schema_fp, name, sent, updated = row
             if source_fp == key.source_fingerprint and schema_fp == key.schema_fingerprint:
@@ -336,9 +391,15 @@ class SqliteLedger:
         return settled, leased.difference(settled)
 
     def _apply_unknown(self, resumed: bool, policy: Unknown) -> Resume:
-        (sent,) = self.db.execute("SELECT sent FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+        sent, seen, rejected, filtered = self.db.execute(
+            "SELECT sent, rows_seen, rejected, filtered FROM runs WHERE id = ?", (self.run_id,)
+        ).fetchone()
+        (failed,) = self.db.execute(
+            "SELECT count(*) FROM failures WHERE run_id = ?", (self.run_id,)
+        ).fetchone()
         unknown = self.leased.copy()
         count = len(unknown)
+        left = max(0, int(seen) - len(self.settled) - count)
         if count:
             with self._transaction():
                 if policy == "skip":
@@ -354,7 +415,18 @@ class SqliteLedger:
                     )
                 self.leased = IntervalSet()
                 self._write_ranges()
-        return Resume(self.run_id, resumed, int(sent), len(self.settled), count, policy)
+        return Resume(
+            self.run_id,
+            resumed,
+            int(sent),
+            len(self.settled),
+            count,
+            policy,
+            left=left,
+            failed=int(failed),
+            rejected=int(rejected),
+            filtered=int(filtered),
+        )
 
     # -- before mapping --------------------------------------------------------------------
 
@@ -606,6 +678,7 @@ def _when(epoch: float) -> str:
 
 __all__ = [
     "DEFAULT_LEDGER",
+    "LEDGER_ENV",
     "SANDBOX",
     "Admitted",
     "MemoryLedger",
@@ -613,5 +686,7 @@ __all__ = [
     "RunKey",
     "SqliteLedger",
     "connect",
+    "default_ledger",
+    "ledger_path",
     "work_of",
 ]

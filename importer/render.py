@@ -23,7 +23,10 @@ def render_text(report: Report) -> str:
         f"{report.command}: {report.source}"
         + (f"  (schema {report.schema})" if report.schema else "")
     )
-    out += resume_lines(report.extra.get("resume"))
+    out += resume_lines(report.extra.get("resume"), report.extra.get("ledger"))
+    ledger = report.extra.get("ledger")
+    if ledger:
+        out.append(f"ledger: {ledger['path']} (run {ledger['run']})")
     out.append(f"rows read   {report.rows_read:>12,}")
     if sending:
         for label, value in (
@@ -73,7 +76,7 @@ def render_text(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def resume_lines(resume: dict[str, Any] | None) -> list[str]:
+def resume_lines(resume: dict[str, Any] | None, ledger: dict[str, Any] | None = None) -> list[str]:
     """What an earlier run of the same command had done, and what that means now."""
     if not resume or not resume["resumed"]:
         return []
@@ -81,6 +84,11 @@ def resume_lines(resume: dict[str, Any] | None) -> list[str]:
         f"resumed: {resume['already_sent']:,} already sent, {resume['unknown']:,} unknown "
         f"(run {resume['run_id']})"
     ]
+    if resume.get("left"):
+        out.append(
+            f"  {resume['left']:,} rows the last run left pending (endpoint down, or stopped) "
+            "are sent now"
+        )
     if resume["unknown"]:
         if resume["policy"] == "resend":
             out.append(
@@ -92,6 +100,12 @@ def resume_lines(resume: dict[str, Any] | None) -> list[str]:
                 f"  the {resume['unknown']:,} unknown rows are skipped: at most "
                 f"{resume['unknown']:,} events may be missing (--unknown resend avoids that)"
             )
+    if resume.get("failed"):
+        where = f" --ledger {ledger['path']}" if ledger else ""
+        out.append(
+            f"  this run holds {resume['failed']:,} rows that failed permanently; once the cause "
+            f"is fixed, re-send them with: event-backfill retry{where} --run {resume['run_id']}"
+        )
     return out
 
 

@@ -180,6 +180,8 @@ class Report:
     skipped_done: int = 0
     skipped_duplicate: int = 0
     pending: int = 0
+    failed_earlier: int = 0  # rows an earlier run of this run left failed (retry re-sends)
+    rejected_earlier: int = 0  # rows an earlier run of this run rejected
     rule_counts: Counter[str] = field(default_factory=Counter)
     filter_counts: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -294,10 +296,16 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0 all good, 1 stopped and resumable, 3 finished with rejected or failed rows."""
+        """0 all sent; 1 stopped, resumable; 3 finished, some rows rejected (fix the data);
+        4 finished, some rows failed permanently (``retry`` once the cause is fixed; 4 wins).
+
+        A resumed run holds what its earlier runs rejected or failed: same code.
+        """
         if self.pending:
             return 1
-        return 3 if self.rejected or self.failed else 0
+        if self.failed or self.failed_earlier:
+            return 4
+        return 3 if self.rejected or self.rejected_earlier else 0
 
     def to_dict(self) -> dict[str, Any]:
         """Everything in the report, JSON-ready."""
@@ -328,6 +336,8 @@ class Report:
                 skipped_done=self.skipped_done,
                 skipped_duplicate=self.skipped_duplicate,
                 pending=self.pending,
+                failed_earlier=self.failed_earlier,
+                rejected_earlier=self.rejected_earlier,
             )
         if self.rejects_path:
             data["rejects_file"] = self.rejects_path

@@ -85,6 +85,7 @@ class RunSettings:
     rejects: RejectsWriter | None = None
     rejected_rows: RejectedRowsWriter | None = None
     columns: list[str] | None = None  # None: only the columns the schema reads
+    retry_command: str = "event-backfill retry"  # what re-sends permanent failures
     lease_rows: int = DEFAULT_LEASE_ROWS
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
 
@@ -141,7 +142,9 @@ async def deliver(
         ledger_thread.shutdown(wait=True)
         settings.progress.close()
     _fill(report, outcome)
-    report.notes += stop_notes(outcome, settings.options, sender.last_error)
+    report.notes += stop_notes(
+        outcome, settings.options, sender.last_error, retry=settings.retry_command
+    )
     if errors:
         raise errors[0]
     return outcome
@@ -204,14 +207,16 @@ def source_feed(
     return feed
 
 
-def stop_notes(outcome: Outcome, options: SendOptions, last_error: str) -> list[str]:
+def stop_notes(
+    outcome: Outcome, options: SendOptions, last_error: str, *, retry: str = "event-backfill retry"
+) -> list[str]:
     """What a user must know when a run stopped before the end."""
     notes = []
     if outcome.stopped == "gave-up":
         notes.append(
             f"stopped: nothing was delivered for {options.give_up_after:g} s (last error: "
-            f"{last_error or 'none'}). Check the endpoint and the network, then run the same "
-            "command again to resume."
+            f"{last_error or 'none'}). No row was failed for it: check the endpoint and the "
+            "network, then run the same command again to resume: it sends the rows left pending."
         )
     elif outcome.stopped in ("interrupted", "aborted"):
         notes.append(
@@ -228,7 +233,7 @@ def stop_notes(outcome: Outcome, options: SendOptions, last_error: str) -> list[
     if outcome.failed:
         notes.append(
             f"{outcome.failed:,} rows failed permanently: see the failures, fix the "
-            "cause, then run `event-backfill retry`."
+            f"cause, then run: {retry}"
         )
     return notes
 

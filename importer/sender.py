@@ -4,8 +4,10 @@ Rows arrive as :class:`Work` (a batch of URLs with their row identities) on a bo
 so memory stays flat. ``concurrency`` workers take rows one at a time; transient failures
 (connection errors, timeouts, 408, 425, 429, 5xx) go to a retry heap with capped exponential
 backoff and full jitter, or the server's Retry-After; anything else non-2xx fails the row.
-A row that exhausts its attempts while nothing else succeeds is not failed: the endpoint is
-down, and the give-up watchdog stops the run with the row still pending.
+A transient failure counts against a row only when the endpoint was working meanwhile:
+another request succeeded after this attempt started. A row fails permanently for a
+transient cause only after ``max_attempts`` such failures; while the endpoint is down
+nothing counts, the row stays pending, and the give-up watchdog stops the run resumably.
 
 aiohttp's exceptions are translated into the project's tree in :func:`translate` only.
 """
@@ -131,13 +133,23 @@ class NullTracker:
 class _Item:
     """One row on its way: where it is in its Work, and how its attempts went."""
 
-    __slots__ = ("attempts", "error", "first_try", "index", "maybe_delivered", "status", "work")
+    __slots__ = (
+        "attempts",
+        "error",
+        "index",
+        "maybe_delivered",
+        "started",
+        "status",
+        "strikes",
+        "work",
+    )
 
     def __init__(self, work: Work, index: int) -> None:
         self.work = work
         self.index = index
         self.attempts = 0
-        self.first_try = 0.0
+        self.started = 0.0  # when the current attempt began (monotonic)
+        self.strikes = 0  # failed attempts during which another request succeeded
         self.maybe_delivered = False
         self.status: int | None = None
         self.error = ""
@@ -358,8 +370,7 @@ class Sender:
                 continue
             self._inflight.add(item)
             item.attempts += 1
-            if item.attempts == 1:
-                item.first_try = time.monotonic()
+            item.started = time.monotonic()
             try:  # one attempt (inline: this runs once per request)
                 await self._request(item.work.urls[item.index])
             except TransientError as err:
@@ -458,10 +469,11 @@ class Sender:
         item.status, item.error = err.status, err.reason
         self.last_error = err.reason
         item.maybe_delivered |= err.maybe_delivered
-        out_of_attempts = item.attempts >= self.options.max_attempts
-        if out_of_attempts and self._last_success > item.first_try:
-            self._fail(item, err)  # others get through: this row is the problem
-            return
+        if self._last_success > item.started:
+            item.strikes += 1  # another request got through meanwhile: this one counts
+            if item.strikes >= self.options.max_attempts:
+                self._fail(item, err)  # the endpoint works, this row keeps failing
+                return
         self.outcome.retries += 1
         delay = self._delay(item.attempts, err.retry_after)
         self._seq += 1

@@ -31,6 +31,14 @@ SPEC_QUERY = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _own_default_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's default ledger is its own file, never the user's data directory."""
+    path = tmp_path / "default-ledger" / "ledger.sqlite"
+    monkeypatch.setenv("EVENT_BACKFILL_LEDGER", str(path))
+    return path
+
+
 @pytest.fixture
 def schema() -> dict[str, Any]:
     """A fresh copy of the base schema dict, safe to modify."""

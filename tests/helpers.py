@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -97,9 +98,11 @@ def _env() -> dict[str, str]:
 class CollectorProcess:
     """``event-backfill collector`` in its own process on a free loopback port."""
 
-    def __init__(self, record: Path, *options: str) -> None:
+    def __init__(self, record: Path, *options: str, port: int = 0) -> None:
         self.record = record
-        self.process = start_cli("collector", "--port", "0", "--record", str(record), *options)
+        self.process = start_cli(
+            "collector", "--port", str(port), "--record", str(record), *options
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         found = re.search(r"(http://127\.0\.0\.1:\d+/event)", line)
@@ -132,6 +135,13 @@ class CollectorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float = 30.0) -> None:

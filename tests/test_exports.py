@@ -202,9 +202,8 @@ def test_kill_9_with_filtered_rows_then_resume(tmp_path: Path) -> None:
         unknown += reported_unknown(final.stderr)
         received = Counter(event_of_query(q) for q in collector.accepted().elements())
     report = json.loads(final.stdout)
-    # Rows an earlier run rejected count as skipped now, so the exit code is not asserted
-    # here (it is 0 today; issue #10 item 11 makes a re-run report the run's rejects).
-    assert final.returncode in (0, 3), final.stderr
+    # Rows an earlier run rejected are skipped now, but the run holds them: still exit 3.
+    assert final.returncode == 3, final.stderr
     assert report["pending"] == 0
     assert report["balanced"], report["accounting"]
     with sqlite3.connect(ledger) as db:

@@ -189,7 +189,7 @@ def test_retry_after_a_window_of_400s_delivers_each_failure_once(tmp_path: Path)
             "--rate",
             "1000",
         )
-        assert sent.returncode == 3, sent.stderr
+        assert sent.returncode == 4, sent.stderr  # finished, rows failed permanently
         report = json.loads(sent.stdout)
         assert report["failed"] > 0 and report["sent"] > 0 and report["balanced"]
         failed = report["failed"]

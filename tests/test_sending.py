@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import socket
 from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -13,7 +12,7 @@ import pytest
 from importer import api
 from importer.collector import Faults, RunningCollector
 
-from .helpers import SALES_SCHEMA, cli, schema_toml, write_sales
+from .helpers import SALES_SCHEMA, cli, free_port, schema_toml, write_sales
 
 ROOT = Path(__file__).resolve().parent.parent
 SALES = ROOT / "sample_data" / "offline_sales.csv"
@@ -110,7 +109,7 @@ def test_bad_requests_fail_with_their_status_and_the_rest_arrive(tmp_path: Path)
     assert set(failures["status"]) == {400}
     assert set(failures["attempts"]) == {1}
     assert len(accepted) == 180 and not any("u=user-7&" in q for q in accepted)
-    assert report.exit_code == 3
+    assert report.exit_code == 4  # rows failed permanently: retry, not fix the data
 
 
 def test_totals_match_what_the_collector_received(tmp_path: Path) -> None:
@@ -124,13 +123,6 @@ def test_totals_match_what_the_collector_received(tmp_path: Path) -> None:
             got[params["n"]] += int(params["v"])
     assert dict(report.stats.value_per_event) == dict(got)
     assert sum(got.values()) == collector.stats.value_total
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_nothing_listening_stops_resumable_without_failures(tmp_path: Path) -> None:
