@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from importer import history
 
@@ -31,10 +34,11 @@ from importer.ledger import (
     Unknown,
     ledger_path,
 )
-from importer.mapping import Mapped, Mapper, empty_events
+from importer.mapping import Mapped, Mapper, as_text, empty_events
 from importer.pipeline import mapped_batches
+from importer.preflight import Template, check_host, is_loopback, parse_template, preflight
 from importer.progress import ProgressLike, choose
-from importer.render import resume_lines
+from importer.render import gate_banner, resume_lines
 from importer.report import RejectedRowsWriter, RejectsWriter, Report
 from importer.run import DEFAULT_SEND_BATCH_SIZE, Control, RunSettings, deliver, source_feed
 from importer.schema import Schema, load_schema
@@ -66,6 +70,7 @@ def make_mapper(
     now: float | None = None,
     since: TimeBound = None,
     until: TimeBound = None,
+    origin: str = "schema",
 ) -> Mapper:
     """A mapper for one run, with the --since/--until window checked."""
     try:
@@ -74,7 +79,82 @@ def make_mapper(
         raise UsageError(f"--since/--until: {exc}") from None
     if low is not None and high is not None and low >= high:
         raise UsageError("--since must be before --until: no event could be sent")
-    return Mapper(schema, endpoint=endpoint, now=now, since=low, until=high)
+    parse_template(endpoint or schema.endpoint)  # a wrong endpoint fails before any read
+    return Mapper(schema, endpoint=endpoint, now=now, since=low, until=high, origin=origin)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a run's requests go: the endpoint template, its hosts and project ids."""
+
+    template: Template
+    project_ids: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+    @property
+    def production(self) -> bool:
+        """Whether any host is not loopback (a real endpoint: sending needs confirmation)."""
+        return any(not is_loopback(host) for host in self.hosts)
+
+
+def destination_of(source: Source, schema: Schema, endpoint: str) -> Destination:
+    """The hosts a run would send to (project ids read from their column when needed)."""
+    template = parse_template(endpoint)
+    spec = schema.project_id
+    ids: list[str] = []
+    if spec.value is not None:
+        ids = [spec.value]
+    elif template.per_project:
+        assert spec.column is not None
+        seen: dict[str, None] = {}
+        for batch in source.batches([spec.column]):
+            if batch.data is not None:
+                for value in pc.unique(as_text(batch.data.column(0))).to_pylist():
+                    if value and value.isascii() and value.isdigit():
+                        seen[value] = None
+        ids = list(seen)
+    hosts = [template.host_for(i) for i in ids] if template.per_project else []
+    hosts = list(dict.fromkeys(hosts or [template.host_pattern]))
+    for host in hosts:
+        check_host(host)
+    return Destination(template, tuple(ids), tuple(hosts))
+
+
+def production_summary(
+    source: Any,
+    /,
+    *,
+    schema: SchemaLike,
+    endpoint: str | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
+    ledger: LedgerPath | None = DEFAULT_LEDGER,
+) -> str | None:
+    """What a send to a real (not loopback) endpoint would do, for a confirmation; None when
+    every host is loopback. Reads the input once (as ``check`` does), sends nothing."""
+    opened, loaded = prepare(source, schema)
+    where = destination_of(opened, loaded, endpoint or loaded.endpoint)
+    if not where.production:
+        return None
+    report = check(source, schema=schema, endpoint=endpoint, since=since, until=until)
+    path = ledger_path(ledger) if ledger is not None else None
+    return gate_banner(report, where.hosts, where.project_ids, path)
+
+
+def check_output(path: str | Path | None, what: str) -> None:
+    """Refuse an output path whose folder is missing or not writable, before any work."""
+    if path is None:
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UsageError(f"{what} {target} is a directory: give a file name")
+    if not folder.is_dir():
+        raise UsageError(
+            f"{what} {target}: the folder {folder} does not exist; create it or choose another path"
+        )
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"{what} {target}: not writable here; choose another path")
 
 
 def all_columns(source: Source) -> list[str]:
@@ -91,7 +171,11 @@ def rows_writer(
         return None, None
     columns = all_columns(source)
     columns += [c for c in schema.columns() if c not in columns]
-    return RejectedRowsWriter(path, columns, schema.csv), columns
+    options = schema.csv
+    first = source.inputs[0]
+    if options.delimiter == "auto" and hasattr(first, "header"):  # as the input was read
+        options = options.model_copy(update={"delimiter": first.header()[1]})
+    return RejectedRowsWriter(path, columns, options), columns
 
 
 def scale_warnings(source: Source, schema: Schema) -> list[str]:
@@ -152,8 +236,17 @@ def check(
     Returns:
         A :class:`~importer.report.Report`; ``report.rejects`` is a DataFrame.
     """
+    check_output(rejects, "--rejects")
+    check_output(rejects_rows, "--rejects-rows")
     opened, loaded = prepare(source, schema)
-    mapper = make_mapper(loaded, endpoint=endpoint, now=now, since=since, until=until)
+    mapper = make_mapper(
+        loaded,
+        endpoint=endpoint,
+        now=now,
+        since=since,
+        until=until,
+        origin=schema_name(schema),
+    )
     report = Report("check", source=opened.name, schema=schema_name(schema))
     report.warnings += scale_warnings(opened, loaded)
     writer = RejectsWriter(rejects) if rejects is not None else None
@@ -195,7 +288,14 @@ def iter_events(
 ) -> Iterator[Mapped]:
     """Mapped batches of a source: the events ``send`` would make, and the rejects."""
     opened, loaded = prepare(source, schema)
-    mapper = make_mapper(loaded, endpoint=endpoint, now=now, since=since, until=until)
+    mapper = make_mapper(
+        loaded,
+        endpoint=endpoint,
+        now=now,
+        since=since,
+        until=until,
+        origin=schema_name(schema),
+    )
     yield from mapped_batches(opened, mapper, batch_size=batch_size)
 
 
@@ -286,6 +386,7 @@ async def send_async(
     progress: ProgressLike = None,
     control: Control | None = None,
     now: float | None = None,
+    yes: bool = False,
     **tunables: Any,
 ) -> Report:
     """Validate, map and deliver every row; the native async form of :func:`send`.
@@ -313,6 +414,8 @@ async def send_async(
             :class:`~importer.progress.Progress`.
         control: lets another thread stop the run (``send`` uses it for Ctrl-C).
         now: the current epoch time for the future/age checks.
+        yes: send to hosts that are not loopback (a real endpoint). Without it such a
+            run is refused before any connection: see :func:`production_summary`.
 
     Returns:
         The :class:`~importer.report.Report`; its accounting line always holds.
@@ -330,9 +433,37 @@ async def send_async(
         progress=choose(progress),
         control=control or Control(),
     )
+    check_output(rejects, "--rejects")
+    check_output(rejects_rows, "--rejects-rows")
     opened, loaded = prepare(source, schema)
-    mapper = make_mapper(loaded, endpoint=endpoint, now=now, since=since, until=until)
+    mapper = make_mapper(
+        loaded,
+        endpoint=endpoint,
+        now=now,
+        since=since,
+        until=until,
+        origin=schema_name(schema),
+    )
+    if not sandbox:
+        where = await asyncio.to_thread(destination_of, opened, loaded, mapper.endpoint)
+        if where.production and not yes:
+            raise UsageError(
+                f"refusing to send to {', '.join(where.hosts[:5])} (not loopback) without "
+                "confirmation: nothing was sent. Check first, then pass yes=True (CLI: --yes, "
+                "or answer the prompt on a terminal); --sandbox sends to a local collector."
+            )
+        down: list[str] = []
+        await preflight(
+            where.template,
+            where.project_ids,
+            connect_timeout=settings.options.connect_timeout,
+            on_unreachable=down.append,
+        )
     report = Report("send", source=opened.name, schema=schema_name(schema))
+    if not sandbox:
+        for line in down:
+            report.warnings.append(f"not answering now (sending retries it): {line}")
+            settings.progress.note(f"warning: not answering now: {line}")
     report.warnings += scale_warnings(opened, loaded)
     settings.rejected_rows, settings.columns = rows_writer(rejects_rows, opened, loaded)
     destination = SANDBOX if sandbox else mapper.endpoint
@@ -438,6 +569,7 @@ async def retry_async(
     options: SendOptions | None = None,
     progress: ProgressLike = None,
     control: Control | None = None,
+    yes: bool = False,
     **tunables: Any,
 ) -> Report:
     """Send the rows that failed permanently again (after the cause was fixed).
@@ -449,6 +581,7 @@ async def retry_async(
         progress: None (a bar in notebooks, nothing in scripts), True, False, or a
             :class:`~importer.progress.Progress`.
         control: lets another thread stop the retry.
+        yes: re-send to hosts that are not loopback (see :func:`send_async`).
 
     Returns:
         A report: rows read = failures retried = sent + failed + pending.
@@ -458,7 +591,37 @@ async def retry_async(
         progress=choose(progress),
         control=control or Control(),
     )
-    return await history.retry_async(ledger_path(ledger), settings, run=run)
+    path = ledger_path(ledger)
+    _count, origins = await asyncio.to_thread(history.failure_origins, path, run=run)
+    real = [o for o in origins if not is_loopback(parse_template(o + "/").host_pattern)]
+    if real and not yes:
+        raise UsageError(
+            f"refusing to re-send to {', '.join(real[:5])} (not loopback) without "
+            "confirmation: nothing was sent. Pass yes=True (CLI: --yes, or answer the prompt)."
+        )
+    for origin in origins:
+        await preflight(
+            parse_template(origin + "/"),
+            [],
+            connect_timeout=settings.options.connect_timeout,
+            on_unreachable=settings.progress.note,
+        )
+    return await history.retry_async(path, settings, run=run)
+
+
+def retry_summary(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> str | None:
+    """What a retry to a real (not loopback) endpoint would re-send; None if all loopback."""
+    path = ledger_path(ledger)
+    count, origins = history.failure_origins(path, run=run)
+    real = [o for o in origins if not is_loopback(parse_template(o + "/").host_pattern)]
+    if not real:
+        return None
+    return (
+        "about to RE-SEND to a real endpoint (not loopback):\n"
+        f"  hosts: {', '.join(real)}\n"
+        f"  rows: {count:,} failed rows of {'run ' + str(run) if run is not None else 'every run'}"
+        f"\n  ledger: {path}"
+    )
 
 
 def retry(**kwargs: Any) -> Report:
@@ -481,4 +644,5 @@ def export_failures(
     out: str | Path, *, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None
 ) -> int:
     """Write the failed rows to a .csv (spreadsheet-safe) or .parquet file; how many."""
+    check_output(out, "failures file")
     return history.export_failures(ledger_path(ledger), out, run=run)

@@ -23,7 +23,7 @@ from importer import api
 from importer.collector import DEFAULT_HOST, DEFAULT_PORT, Faults, serve
 from importer.errors import ImporterError, UsageError
 from importer.ledger import DEFAULT_LEDGER, LEDGER_ENV, LedgerPath, ledger_path
-from importer.progress import Progress, TqdmProgress
+from importer.progress import Monitor, Progress, TqdmProgress
 from importer.report import Report
 from importer.run import Control
 from importer.sender import (
@@ -45,6 +45,33 @@ app = typer.Typer(
     help="Validate, map and deliver historical conversion data to the Event API.",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importer._version import __version__
+
+        typer.echo(f"event-backfill {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Validate, map and deliver historical conversion data to the Event API.
+
+    Exit codes: 0 all sent (or nothing to do); 1 stopped, resumable (run the same command
+    again); 2 usage, schema or input error, nothing sent; 3 finished, some rows rejected (fix
+    the data); 4 finished, some rows failed permanently (run retry once the cause is fixed;
+    4 wins over 3).
+    """
+
+
 Files = Annotated[
     list[Path],
     typer.Argument(
@@ -58,6 +85,33 @@ RejectsOpt = Annotated[
     Path | None,
     typer.Option(
         help="Write every rejected row to this .csv or .parquet file.", show_default=False
+    ),
+]
+LogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Append one JSON line per event of note (start, outage, recover, stop, finish, "
+        "with counts) to this file.",
+        show_default=False,
+    ),
+]
+StatusIntervalOpt = Annotated[
+    float,
+    typer.Option(
+        help="Without a terminal (cron, CI, nohup), print a status line to stderr this often "
+        "(seconds), and at every change of state.",
+        min=0.1,
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Status lines on stderr even on a terminal.")
+]
+YesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Send to a real (not loopback) endpoint without asking; needed without a terminal.",
     ),
 ]
 RejectsRowsOpt = Annotated[
@@ -135,6 +189,28 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
+def _confirm(banner: str | None, question: str) -> bool:
+    """The production gate: nothing to ask for loopback; a prompt on a terminal; else --yes.
+
+    Returns whether the run may send to a real endpoint.
+    """
+    if banner is None:
+        return False
+    typer.echo(banner, err=True)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        typer.echo(
+            "error: not a terminal, so nobody can confirm: nothing was sent. Pass --yes to "
+            "send to this real endpoint (or --sandbox / --endpoint http://127.0.0.1:PORT/event "
+            "to rehearse).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if not typer.confirm(question, default=False, err=True):
+        typer.echo("nothing was sent", err=True)
+        raise typer.Exit(2)
+    return True
+
+
 def _ledger(path: Path | None) -> LedgerPath:
     return DEFAULT_LEDGER if path is None else path
 
@@ -142,6 +218,42 @@ def _ledger(path: Path | None) -> LedgerPath:
 def _progress(quiet: bool) -> Progress:
     # Quiet hides the bar, not the notes (such as what a resumed run found).
     return TqdmProgress(file=sys.stderr, disable=True if quiet else None)
+
+
+def _monitor(
+    quiet: bool, log_file: Path | None, interval: float, verbose: bool
+) -> tuple[Monitor, Callable[[], None]]:
+    """The progress of a send or retry: the bar, status lines without a terminal, a log.
+
+    Returns the monitor and a function closing its log file.
+    """
+    log = None
+    if log_file is not None:
+        _run(lambda: api.check_output(log_file, "--log-file"))
+        log = log_file.open("a", encoding="utf-8")
+    periodic = verbose or not sys.stderr.isatty()
+    monitor = Monitor(
+        _progress(quiet), stream=sys.stderr, interval=interval if periodic else None, log=log
+    )
+    return monitor, (log.close if log is not None else lambda: None)
+
+
+def _finish(monitor: Monitor, report: Report) -> None:
+    """The closing event, and every warning and note on stderr as well as in the report."""
+    data = report.to_dict()
+    stopped = data.get("stopped")
+    monitor.event(
+        "stop" if report.pending else "finish",
+        message=None,
+        exit_code=report.exit_code,
+        reason=stopped,
+        accounting=report.accounting,
+        **{k: data[k] for k in ("rows_read", "filtered", "rejected") if k in data},
+        **{k: data[k] for k in ("sent", "failed", "pending") if k in data},
+    )
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):  # else the report shows them once
+        for line in [*(f"warning: {w}" for w in report.warnings), *report.notes]:
+            typer.echo(line, err=True)
 
 
 def _show(report: Report, as_json: bool) -> None:
@@ -223,6 +335,7 @@ def _write_urls(
     until: str | None = None,
 ) -> tuple[int, int, int]:
     written = rejected = filtered = 0
+    api.check_output(out, "--out")
     handle = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
         for mapped in api.iter_events(
@@ -294,6 +407,10 @@ def send(
     ] = UnknownPolicy.RESEND,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    yes: YesOpt = False,
+    log_file: LogFileOpt = None,
+    status_interval: StatusIntervalOpt = 30.0,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Validate, map and deliver every row, with retries; prints a report that reconciles.
 
@@ -310,26 +427,47 @@ def send(
         give_up_after=give_up_after,
         drain_timeout=drain_timeout,
     )
+    if not sandbox and not yes:
+        banner = _run(
+            lambda: api.production_summary(
+                files,
+                schema=schema,
+                endpoint=endpoint,
+                since=since,
+                until=until,
+                ledger=None if no_ledger else _ledger(ledger),
+            )
+        )
+        yes = _confirm(banner, "Send these events?")
     control = Control()
     _on_signals(control)
-    report = _run(
-        lambda: api.send(
-            files,
-            schema=schema,
-            endpoint=endpoint,
-            sandbox=sandbox,
-            options=options,
-            rejects=rejects,
-            rejects_rows=rejects_rows,
-            since=since,
-            until=until,
-            ledger=None if no_ledger else _ledger(ledger),
-            new_run=new_run,
-            unknown=unknown.value,
-            progress=_progress(quiet),
-            control=control,
+    monitor, close_log = _monitor(quiet, log_file, status_interval, verbose)
+    try:
+        report = _run(
+            lambda: api.send(
+                files,
+                yes=yes,
+                schema=schema,
+                endpoint=endpoint,
+                sandbox=sandbox,
+                options=options,
+                rejects=rejects,
+                rejects_rows=rejects_rows,
+                since=since,
+                until=until,
+                ledger=None if no_ledger else _ledger(ledger),
+                new_run=new_run,
+                unknown=unknown.value,
+                progress=monitor,
+                control=control,
+            )
         )
-    )
+        _finish(monitor, report)
+    except typer.Exit as stopped:
+        monitor.event("error", exit_code=stopped.exit_code)
+        raise
+    finally:
+        close_log()
     _show(report, as_json)
     raise typer.Exit(report.exit_code)
 
@@ -377,6 +515,10 @@ def retry(
     give_up_after: GiveUpOpt = DEFAULT_GIVE_UP_AFTER,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    yes: YesOpt = False,
+    log_file: LogFileOpt = None,
+    status_interval: StatusIntervalOpt = 30.0,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Send the rows that failed permanently again, once their cause is fixed.
 
@@ -385,17 +527,29 @@ def retry(
     options = SendOptions(
         concurrency=concurrency, rate=rate, max_attempts=max_attempts, give_up_after=give_up_after
     )
+    if not yes:
+        banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
+        yes = _confirm(banner, "Re-send these rows?")
     control = Control()
     _on_signals(control)
-    report = _run(
-        lambda: api.retry(
-            ledger=_ledger(ledger),
-            run=run,
-            options=options,
-            progress=_progress(quiet),
-            control=control,
+    monitor, close_log = _monitor(quiet, log_file, status_interval, verbose)
+    try:
+        report = _run(
+            lambda: api.retry(
+                yes=yes,
+                ledger=_ledger(ledger),
+                run=run,
+                options=options,
+                progress=monitor,
+                control=control,
+            )
         )
-    )
+        _finish(monitor, report)
+    except typer.Exit as stopped:
+        monitor.event("error", exit_code=stopped.exit_code)
+        raise
+    finally:
+        close_log()
     _show(report, as_json)
     raise typer.Exit(report.exit_code)
 

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 from yarl import URL
@@ -237,6 +238,22 @@ class RetryLedger:
     def close(self) -> None:
         self.flush()
         self.db.close()
+
+
+def failure_origins(path: str | Path, *, run: int | None = None) -> tuple[int, list[str]]:
+    """How many failed rows a retry would send, and their distinct scheme://host:port."""
+    db = _open_existing(path)
+    try:
+        where, args = ("WHERE run_id = ?", (run,)) if run is not None else ("", ())
+        origins: dict[str, None] = {}
+        count = 0
+        for (url,) in db.execute(f"SELECT url FROM failures {where}", args):
+            count += 1
+            parts = urlsplit(url)
+            origins[f"{parts.scheme}://{parts.netloc}"] = None
+    finally:
+        db.close()
+    return count, list(origins)
 
 
 def _failure_work(db: Any, run: int) -> list[Work]:

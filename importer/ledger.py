@@ -616,8 +616,10 @@ class SqliteLedger:
         owners = {
             key: (run_id, position)
             for key, run_id, position in self.db.execute(
-                "SELECT d.key, d.run_id, d.position FROM json_each(?) AS k JOIN dedupe_keys AS d "
-                "ON d.destination = ? AND d.key = k.value ->> 0",
+                # CROSS JOIN keeps the chunk's keys as the outer loop: one index lookup per
+                # key, not a scan of every stored key of the destination per chunk.
+                "SELECT d.key, d.run_id, d.position FROM json_each(?) AS k "
+                "CROSS JOIN dedupe_keys AS d ON d.destination = ? AND d.key = k.value ->> 0",
                 (pairs, destination),
             )
         }

@@ -86,6 +86,7 @@ class Mapper:
         now: float | None = None,
         since: int | None = None,
         until: int | None = None,
+        origin: str = "schema",
     ) -> None:
         self.schema = schema
         self.endpoint = endpoint or schema.endpoint
@@ -93,7 +94,7 @@ class Mapper:
         self.since, self.until = since, until
         spec = schema.user_id
         self.salt = read_salt(spec.salt_env) if spec.salt_env else ""
-        _check_patterns(schema)
+        _check_patterns(schema, origin)
 
     def map(self, batch: Batch) -> Mapped:
         """Filter, validate and encode one batch."""
@@ -539,7 +540,7 @@ def _normalize(cells: encode.Piece, how: str, *, hashed: bool) -> encode.Piece:
     return pc.if_else(pc.match_substring_regex(cells, _EMAIL), lowered, cells)
 
 
-def _check_patterns(schema: Schema) -> None:
+def _check_patterns(schema: Schema, origin: str) -> None:
     """Refuse regular expressions Arrow's engine (RE2) cannot run, before reading a row."""
     probe = pa.array([""], pa.string())
     patterns = [("filter", f.matches) for f in schema.filter]
@@ -570,6 +571,7 @@ def _check_patterns(schema: Schema) -> None:
             raise SchemaError(
                 f"{pattern!r} is a regular expression the engine (RE2) cannot run: {exc}. "
                 "Lookarounds and backreferences are not supported.",
+                origin=origin,
                 key=key,
             ) from None
 

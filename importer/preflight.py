@@ -25,7 +25,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from importer.errors import UsageError
@@ -413,6 +413,11 @@ def _explain(host: str, port: int, failures: list[_Failure], timeout: float) -> 
     return f"{where}: {reason}{also}"
 
 
+def _down(failures: list[_Failure]) -> bool:
+    """Whether a host's failures only say "not answering now" (not a wrong endpoint)."""
+    return all(f.kind in ("refused", "timeout", "other") for f in failures)
+
+
 async def _close(writer: asyncio.StreamWriter, wait: float) -> None:
     writer.close()
     try:
@@ -496,6 +501,7 @@ async def preflight(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    on_unreachable: Callable[[str], None] | None = None,
 ) -> list[HostCheck]:
     """Resolve and connect to every distinct host the template and project ids produce.
 
@@ -509,6 +515,11 @@ async def preflight(
         connect_timeout: seconds for each of name resolution, TCP connection, TLS handshake.
         ssl_context: for https; :func:`verifying_context` when None. It must verify.
         concurrency: hosts checked at a time.
+        on_unreachable: when given, a host that resolves but refuses or does not answer the
+            connection (a server that is down, perhaps briefly) is told to it instead of
+            failing the check: sending then retries it like any outage. A name that does
+            not resolve, a certificate that does not verify or a port that does not speak
+            TLS always fail.
 
     Returns:
         One :class:`HostCheck` per distinct host, in first-seen order.
@@ -552,6 +563,9 @@ async def preflight(
             checks.append(outcome)
         else:
             problems[host] = outcome
+    if on_unreachable is not None:
+        for host in [h for h, found in problems.items() if _down(found)]:
+            on_unreachable(_explain(host, template.port, problems.pop(host), connect_timeout))
     if problems:
         lines = [
             _explain(host, template.port, problems[host], connect_timeout)

@@ -7,6 +7,9 @@ get ``tqdm.auto`` (a widget when ipywidgets is present).
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 
@@ -25,6 +28,10 @@ class Progress(Protocol):
     def note(self, message: str) -> None:
         """Something the user should know now, not only in the final report."""
 
+    def health(self, last_error: str, silent: float) -> None:
+        """How delivery goes: the last transient error, seconds since the last success while
+        rows wait (0 when all is well). Called with every ``advance`` of a send run."""
+
 
 class NullProgress:
     """Progress that shows nothing."""
@@ -39,6 +46,9 @@ class NullProgress:
         return None
 
     def note(self, message: str) -> None:
+        return None
+
+    def health(self, last_error: str, silent: float) -> None:
         return None
 
 
@@ -85,6 +95,124 @@ class TqdmProgress:
 
     def note(self, message: str) -> None:
         _tqdm(self.auto).write(message, file=self.file)
+
+    def health(self, last_error: str, silent: float) -> None:
+        return None
+
+
+OUTAGE_AFTER = 10.0  # seconds without a success while rows wait: the endpoint is "down"
+
+
+class Monitor:
+    """Never silent: wraps the bar with status lines and a JSON log for unattended runs.
+
+    Without a terminal (cron, CI, nohup) the bar is off, so a line goes to ``stream`` every
+    ``interval`` seconds (rows done, rate, retrying, last error, seconds without success) and
+    at every change of state: the endpoint stops answering (after ``OUTAGE_AFTER`` s), comes
+    back, or the run stops. ``log`` gets one JSON object per line for each event of note:
+    start, outage, recover, stop, finish, with counts.
+
+    Args:
+        inner: the bar (or nothing) to drive as well.
+        stream: where status lines go (stderr).
+        interval: seconds between status lines; None for none (a terminal shows the bar).
+        log: an open text file for the JSON lines, or None.
+    """
+
+    def __init__(
+        self, inner: Progress, *, stream: Any, interval: float | None, log: Any = None
+    ) -> None:
+        self.inner = inner
+        self.stream = stream
+        self.interval = interval
+        self.log = log
+        self.counts: dict[str, int] = {}
+        self.done = 0
+        self.total: int | None = None
+        self._started = self._last_line = time.monotonic()
+        self._last_error = ""
+        self._silent = 0.0
+        self._down_since: float | None = None
+
+    # -- Progress ------------------------------------------------------------------------
+
+    def start(self, total: int | None, unit: str) -> None:
+        self.inner.start(total, unit)
+        self.total = total
+        self._started = self._last_line = time.monotonic()
+        self.event("start", total=total)
+
+    def advance(self, rows: int, **counts: int) -> None:
+        self.inner.advance(rows, **counts)
+        self.done += rows
+        self.counts.update(counts)
+        now = time.monotonic()
+        if self.interval is not None and now - self._last_line >= self.interval:
+            self._line(self.summary())
+            self._last_line = now
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def note(self, message: str) -> None:
+        self.inner.note(message)
+        if self.interval is not None and not isinstance(self.inner, TqdmProgress):
+            self._line(message)  # the bar's note already went to the terminal
+
+    def health(self, last_error: str, silent: float) -> None:
+        self._last_error, self._silent = last_error or self._last_error, silent
+        if self._down_since is None and silent >= OUTAGE_AFTER:
+            self._down_since = time.monotonic() - silent
+            self.event(
+                "outage",
+                message=f"the endpoint is not answering: nothing delivered for {silent:.0f} s "
+                f"(last error: {self._last_error or 'none'}); retrying",
+                last_error=self._last_error,
+                seconds_without_success=round(silent, 1),
+            )
+        elif self._down_since is not None and silent < OUTAGE_AFTER:
+            lasted = time.monotonic() - self._down_since
+            self._down_since = None
+            self.event(
+                "recover",
+                message=f"the endpoint answers again after {lasted:.0f} s; sending",
+                outage_seconds=round(lasted, 1),
+            )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        """The status line: rows done, rate, retrying, last error, seconds without success."""
+        elapsed = max(1e-9, time.monotonic() - self._started)
+        of = f" of {self.total:,}" if self.total else ""
+        counts = ", ".join(f"{k} {v:,}" for k, v in self.counts.items())
+        line = f"{self.done:,}{of} rows settled ({counts}); {self.done / elapsed:,.0f} rows/s"
+        if self._silent >= 1:
+            line += f"; {self._silent:.0f} s without success"
+        if self._last_error:
+            line += f"; last error: {self._last_error}"
+        return line
+
+    def event(self, name: str, message: str | None = None, **fields: Any) -> None:
+        """An event of note: a line on the stream (if not shown otherwise) and in the log."""
+        if message is not None:
+            self._line(message)
+        if self.log is not None:
+            record = {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "event": name,
+                **({"message": message} if message else {}),
+                "rows_done": self.done,
+                **self.counts,
+                **fields,  # the caller's numbers (a final report's) win over the last tick's
+            }
+            self.log.write(json.dumps(record, default=str) + "\n")
+            self.log.flush()
+
+    def _line(self, text: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S")
+        self.stream.write(f"[{stamp}] {text}\n")
+        self.stream.flush()
 
 
 def _tqdm(auto: bool) -> Any:

@@ -59,7 +59,12 @@ def render_text(report: Report) -> str:
             f"the sandbox collector received {collector['received']:,} requests: "
             f"{collector['accepted']:,} answered 200, "
             f"{collector['invalid']:,} invalid by the spec, "
-            f"{collector['duplicates']:,} duplicate queries, sum of v {collector['value_total']:,}"
+            f"{collector['duplicates']:,} duplicate queries"
+            + (
+                ""  # minor units of several currencies do not add up; see the totals above
+                if len({currency for _, currency in report.stats.totals}) > 1
+                else f", sum of v {collector['value_total']:,}"
+            )
         )
     if report.sample_urls:
         out.append("sample requests:")
@@ -179,3 +184,29 @@ def histogram(days: Counter[date]) -> list[str]:
         out.append(f"  {month:%Y-%m} {''.join(cells):<31} {total:>10,}")
         month = following
     return out
+
+
+def gate_banner(
+    report: Report, hosts: tuple[str, ...], project_ids: tuple[str, ...], ledger: Any
+) -> str:
+    """What a send to a real endpoint is about to do, for the confirmation on stderr."""
+    stats = report.stats
+    out = ["about to SEND TO A REAL ENDPOINT (not loopback):"]
+    out.append(f"  hosts: {', '.join(hosts[:10])}" + (" ..." if len(hosts) > 10 else ""))
+    if project_ids:
+        shown = ", ".join(project_ids[:10]) + (" ..." if len(project_ids) > 10 else "")
+        out.append(f"  project ids: {shown}")
+    out.append(
+        f"  rows to send: {report.valid:,} of {report.rows_read:,} read from {report.source} "
+        f"({report.filtered:,} filtered, {report.rejected:,} rejected)"
+    )
+    if stats.first is not None and stats.last is not None:
+        out.append(f"  time range: {iso_utc(stats.first)} .. {iso_utc(stats.last)} (UTC)")
+    for (name, currency), (n, value) in sorted(
+        stats.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
+    ):
+        money = f"{currency} " if currency else ""
+        out.append(f"  {name}: {n:,} events, v = {money}{value:,}")
+    if ledger is not None:
+        out.append(f"  ledger: {ledger} (rows it already settled are not sent again)")
+    return "\n".join(out)

@@ -402,7 +402,6 @@ class RejectsWriter:
         """Append rejects (as returned by mapping)."""
         table = rejects.drop_columns(["position"])
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.kind == ".csv":
                 self._writer = pcsv.CSVWriter(str(self.path), self.schema)
             else:

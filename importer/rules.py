@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 RULES: dict[str, str] = {
-    "csv-malformed": "the record does not have the header's number of columns; "
-    "check its quoting and delimiter",
+    "csv-malformed": "the record does not have the header's number of columns, or a quote is "
+    "not closed (other records are inside it); check its quoting and delimiter",
     "project-id-digits": "project id must be ASCII digits only (it becomes part of the host name)",
     "account-id-digits": "account id must be ASCII digits only",
     "user-id-empty": "user id is empty; every event needs a user",

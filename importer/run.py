@@ -295,6 +295,7 @@ async def _tick(
                 failed=sender.outcome.failed,
                 retrying=sender.retrying,
             )
+            settings.progress.health(sender.last_error, sender.silent_for)
             shown, last_show = settled, now
 
 

@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import tomllib
+import warnings
 import zoneinfo
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -64,18 +65,33 @@ _EXTRACT_HELP = (
 
 
 def check_extract(pattern: str | None, *, key: str = "extract") -> None:
-    """Refuse an ``extract`` pattern that does not compile or has not exactly one group."""
+    """Refuse an ``extract`` pattern that has not exactly one group.
+
+    Patterns run in RE2 (Arrow's engine), which the mapper checks before reading; Python's
+    ``re`` only counts the groups here, and a pattern it cannot read (RE2's ``\\pN``,
+    ``[[:digit:]]``...) is counted by its parentheses instead.
+    """
     if pattern is None:
         return
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"'{key}' is not a valid regular expression: {exc}") from None
-    if compiled.groups != 1:
+    groups = _group_count(pattern)
+    if groups != 1:
         raise ValueError(
-            f"'{key}' must have exactly one group (the part to keep), got {compiled.groups}: "
+            f"'{key}' must have exactly one group (the part to keep), got {groups}: "
             f"{pattern!r}; write other groups as (?:...)"
         )
+
+
+def _group_count(pattern: str) -> int:
+    """Capturing groups of a regular expression (Python's count when it reads it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. FutureWarning for POSIX classes like [[:digit:]]
+        try:
+            return re.compile(pattern).groups
+        except re.error:
+            pass
+    stripped = re.sub(r"\\.", "", pattern)  # escaped characters are never groups
+    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # nor parentheses inside a class
+    return len(re.findall(r"\((?!\?)|\(\?P?<(?![=!])", stripped))
 
 
 class _Source(_Model):
@@ -357,11 +373,8 @@ class Filter(_Model):
         tests = [self.in_, self.not_in, self.matches, self.empty]
         if sum(t is not None for t in tests) != 1:
             raise ValueError("give exactly one test: 'in', 'not_in', 'matches' or 'empty'")
-        if self.matches is not None:
-            try:
-                re.compile(self.matches)
-            except re.error as exc:
-                raise ValueError(f"'matches' is not a valid regular expression: {exc}") from None
+        if self.in_ == () or self.not_in == ():
+            raise ValueError("'in' and 'not_in' need at least one value")
         return self
 
     def describe(self) -> str:

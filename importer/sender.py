@@ -28,6 +28,7 @@ from yarl import URL
 
 from importer._version import __version__
 from importer.errors import DeliveryError, PermanentError, TransientError
+from importer.preflight import verifying_context
 
 DEFAULT_CONCURRENCY = 32
 DEFAULT_MAX_ATTEMPTS = 8
@@ -259,6 +260,13 @@ class Sender:
         self._notify()
 
     @property
+    def silent_for(self) -> float:
+        """Seconds since the last success while rows are in flight or waiting (else 0)."""
+        if not (self._retry or self._inflight):
+            return 0.0
+        return max(0.0, time.monotonic() - self._last_success)
+
+    @property
     def retrying(self) -> int:
         """Rows waiting for a retry."""
         return len(self._retry)
@@ -313,7 +321,9 @@ class Sender:
             from aiolimiter import AsyncLimiter
 
             self._limiter = AsyncLimiter(opts.rate, 1.0)
-        connector = aiohttp.TCPConnector(limit=opts.concurrency, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=opts.concurrency, ttl_dns_cache=300, ssl=verifying_context()
+        )
         timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout)
         headers = {"User-Agent": f"event-backfill/{__version__}"}
         async with aiohttp.ClientSession(
@@ -441,6 +451,8 @@ class Sender:
                 if 200 <= status < 300:
                     return
                 reason = response.reason or ""
+                if 300 <= status < 400:  # never followed: the endpoint is wrong, say where to
+                    reason += f" (redirect to {response.headers.get('Location', '?')} not followed)"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise translate(exc) from exc

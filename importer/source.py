@@ -272,7 +272,7 @@ class CsvInput(Input):
             return "skip"
 
         reader = self._open_reader(names, delimiter, batch_size, on_invalid)
-        lines = _LineCounter(base=cursor.position)
+        lines = _LineCounter(base=cursor.position, delimiter=delimiter, width=len(names))
         while True:
             try:
                 record_batch = reader.read_next_batch()
@@ -328,8 +328,10 @@ class _LineCounter:
     them like any other rejected row.
     """
 
-    def __init__(self, base: int) -> None:
+    def __init__(self, base: int, delimiter: str = ",", width: int = 1) -> None:
         self.base = base  # the position of the file's first row
+        self.delimiter = delimiter
+        self.width = width  # columns in the header
         self.next_record = 2  # the parser's record 1 is the header
         self.extra_lines = 0  # newlines inside quotes so far
         self.next_row = 1
@@ -373,6 +375,9 @@ class _LineCounter:
             self.next_row += int(is_row.sum())
         cursor.position = self.base + self.next_row - 1
         keep = ~blank
+        swallowed = self._swallowing(batch, newlines, rows[:count], lines[:count])
+        for index, _ in swallowed:
+            keep[index] = False
         data = None
         if batch is not None:
             data = batch.select(columns)
@@ -381,7 +386,7 @@ class _LineCounter:
         malformed = tuple(
             Malformed(int(self.base + r - 1), int(r), int(line), text, message)
             for (_, text, message), r, line in zip(bad, rows[count:], lines[count:], strict=True)
-        )
+        ) + tuple(m for _, m in swallowed)
         kept_rows = rows[:count][keep]
         return Batch(
             file=name,
@@ -392,6 +397,49 @@ class _LineCounter:
             malformed=malformed,
             blank_lines=int(blank.sum()),
         )
+
+    def _swallowing(
+        self,
+        batch: pa.RecordBatch | None,
+        newlines: np.ndarray,
+        rows: np.ndarray,
+        lines: np.ndarray,
+    ) -> list[tuple[int, Malformed]]:
+        """Records whose quoted cell runs over lines that look like records of their own.
+
+        An unclosed quote makes the parser read on, to the next quote or the end of the file,
+        into one cell: every record in between would vanish inside it. A line within a cell
+        that has at least as many delimiters as the header is taken as such a record; the
+        whole record is then malformed (counted and shown), never quietly one row.
+        """
+        if batch is None or self.width < 2 or not newlines.any():
+            return []  # one column: a record has no delimiter to recognise it by
+        found = []
+        for index in np.flatnonzero(newlines).tolist():
+            cells = [column[index].as_py() or "" for column in batch.columns]
+            inner = [line for cell in cells for line in cell.split("\n")[1:]]
+            looks = sum(1 for line in inner if line.count(self.delimiter) >= self.width - 1)
+            if looks:
+                text = self.delimiter.join(cells)
+                message = (
+                    f"a quoted cell runs over {len(inner)} more lines, {looks:,} of which look "
+                    f"like records: a quote is probably not closed on line {lines[index]}; "
+                    "those records are inside this one"
+                )
+                shown = text if len(text) <= 200 else text[:200] + "…"
+                found.append(
+                    (
+                        index,
+                        Malformed(
+                            int(self.base + rows[index] - 1),
+                            int(rows[index]),
+                            int(lines[index]),
+                            shown,
+                            message,
+                        ),
+                    )
+                )
+        return found
 
 
 def _decode(head: bytes, encoding: str, name: str) -> str:

@@ -8,6 +8,7 @@ resolve them. A missing time is a reject, never "now".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
@@ -378,6 +379,14 @@ def window_bound(value: str | date | datetime | int | None, *, end: bool) -> int
         return value
     if isinstance(value, str):
         text = value.strip()
+        dated = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:?\d{2})", text)
+        if dated:  # a date in a zone: its midnight there (not 02:00 read as a time of day)
+            day, zone = dated.groups()
+            zone = "+00:00" if zone == "Z" else zone
+            text = f"{day}T00:00:00{zone}"
+            if end:
+                start = datetime.fromisoformat(text)
+                return int(start.timestamp()) + 86_400
         try:
             value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
         except ValueError:

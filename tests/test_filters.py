@@ -248,3 +248,27 @@ def test_schema_command_prints_what_a_pip_user_has() -> None:
     assert load_schema(tomllib.loads(example.stdout)).filter
     missing = runner.invoke(app, ["schema", "--example", "nope"])
     assert missing.exit_code == 2 and "there are:" in missing.stderr
+
+
+def test_a_date_with_an_offset_is_that_day_in_that_zone() -> None:
+    from importer.times import window_bound
+
+    # 2025-06-10 in UTC+2 starts at 2025-06-09T22:00Z (not at 02:00, read as a time of day).
+    assert window_bound("2025-06-10+02:00", end=False) == 1_749_506_400
+    assert window_bound("2025-06-10+02:00", end=True) == 1_749_506_400 + 86_400
+    assert window_bound("2025-06-10Z", end=False) == window_bound("2025-06-10", end=False)
+
+
+def test_re2_patterns_python_cannot_read_are_accepted(schema: dict[str, Any], write_csv) -> None:  # type: ignore[no-untyped-def]
+    """The engine is RE2: \\pN and [[:digit:]] work; a pattern RE2 refuses names the key."""
+    schema["filter"] = [{"column": "status", "matches": "[[:alpha:]]+"}]
+    schema["value"] = {"column": "amount", "scale": 100, "extract": r"(\pN+\.\pN+)"}
+    lines = [STATUS_HEADER, row("a", status="Paid"), row("b", status="P4id")]
+    report = filtered_check(schema, write_csv(lines))
+    assert (report.valid, report.filtered) == (1, 1)
+
+
+def test_an_empty_in_list_is_refused(schema: dict[str, Any]) -> None:
+    schema["filter"] = [{"column": "status", "in": []}]
+    with pytest.raises(SchemaError, match="at least one value"):
+        load_schema(schema)

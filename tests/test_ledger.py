@@ -160,3 +160,21 @@ def test_failures_are_recorded(tmp_path: Path) -> None:
         (0, "u0", 1, 400, "400 Bad Request")
     ]
     assert db.execute("SELECT watermark, failed FROM runs").fetchone() == (1, 1)
+
+
+def test_dedupe_claims_look_up_each_key_not_every_stored_key(tmp_path: Path) -> None:
+    """The owners query runs one primary-key lookup per key of the chunk (a resume with a
+    million stored keys must not scan them all for every chunk)."""
+    from importer.ledger import connect
+
+    db = connect(tmp_path / "l.sqlite")
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT d.key, d.run_id, d.position FROM json_each(?) AS k "
+        "CROSS JOIN dedupe_keys AS d ON d.destination = ? AND d.key = k.value ->> 0",
+        ("[]", "x"),
+    ).fetchall()
+    steps = [row[-1] for row in plan]
+    assert steps[0].startswith("SCAN k")
+    assert "USING PRIMARY KEY (destination=? AND key=?)" in steps[1]
+    source = Path(__file__).resolve().parent.parent / "importer" / "ledger.py"
+    assert "CROSS JOIN dedupe_keys AS d ON d.destination = ? AND d.key" in source.read_text()

@@ -169,3 +169,15 @@ def test_unknown_input_type() -> None:
     """Something that is not a table says what is accepted."""
     with pytest.raises(SourceError, match="cannot read a int: pass a path"):
         open_source(5)
+
+
+def test_an_unclosed_quote_does_not_swallow_the_rest_silently(write_csv) -> None:  # type: ignore[no-untyped-def]
+    """A stray quote makes the parser read on into one cell: that record is malformed, and
+    says how many records it holds; a legitimate multi-line cell is not."""
+    lines = ["id,user,note"] + [f'{i},u{i},"ok' if i == 10 else f"{i},u{i},ok" for i in range(100)]
+    lines[3] = '2,u2,"gift: no\nsource: web"'  # a real multi-line cell: fine
+    batches = list(open_source(write_csv(lines)).batches(["id", "user", "note"]))
+    assert sum(len(b.positions) for b in batches) == 10  # rows 1-10 read as rows
+    (bad,) = [m for b in batches for m in b.malformed]
+    assert (bad.row, bad.line) == (11, 13)
+    assert "89 of which look like records: a quote is probably not closed on line 13" in bad.message
