@@ -343,7 +343,13 @@ def preview(
 
 
 def guess_schema(
-    source: Any, /, *, sample_rows: int = 2000, schema_path: str | Path | None = None
+    source: Any,
+    /,
+    *,
+    sample_rows: int = 2000,
+    schema_path: str | Path | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
 ) -> Any:
     """Guess a commented schema for a file from its header and a sample of its rows.
 
@@ -356,7 +362,14 @@ def guess_schema(
     from importer import init
 
     where = str(schema_path) if schema_path is not None else "schema.toml"
-    return init.guess_schema(source, sample_rows=sample_rows, schema_path=where)
+    options = None
+    if delimiter is not None or encoding is not None:
+        from importer.schema import CsvOptions
+
+        options = CsvOptions(delimiter=delimiter or "auto", encoding=encoding or "utf-8")
+    return init.guess_schema(
+        source, sample_rows=sample_rows, schema_path=where, csv_options=options
+    )
 
 
 def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> SendOptions:

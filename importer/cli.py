@@ -580,6 +580,14 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     sample_rows: Annotated[int, typer.Option(help="Rows to look at.", min=10)] = 2000,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(help="CSV delimiter (default: detected).", show_default=False),
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="CSV text encoding, e.g. cp1252 (default: utf-8).", show_default=False),
+    ] = None,
 ) -> None:
     """Guess a commented schema from a file's header and a sample of its rows.
 
@@ -588,7 +596,11 @@ def init(
     if out is not None and out.exists() and not force:
         typer.echo(f"error: {out} exists; pass --force to overwrite it", err=True)
         raise typer.Exit(2)
-    guess = _run(lambda: api.guess_schema(file, sample_rows=sample_rows, schema_path=out))
+    guess = _run(
+        lambda: api.guess_schema(
+            file, sample_rows=sample_rows, schema_path=out, delimiter=delimiter, encoding=encoding
+        )
+    )
     if out is None:
         typer.echo(guess.text, nl=False)
     else:

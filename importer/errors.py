@@ -6,6 +6,7 @@ column or key involved and says what to do next. ``exit_code`` is what the CLI e
     ImporterError
     ├── UsageError                 exit 2: nothing was read or sent
     │   ├── SchemaError            a schema file or dict is wrong (names the file and key)
+    │   ├── LedgerDamagedError     the ledger file is damaged: move it aside
     │   └── SourceError            an input file is missing, unreadable or lacks a column
     └── StoppedError               exit 1: the run stopped and can be resumed
         ├── LedgerError            the ledger file cannot be used (locked, corrupt, not ours)
@@ -43,6 +44,10 @@ class SchemaError(UsageError):
         super().__init__(f"{where}: {message}")
         self.origin = origin
         self.key = key
+
+
+class LedgerDamagedError(UsageError):
+    """The ledger file is not a readable SQLite database (damaged, or not a ledger)."""
 
 
 class SourceError(UsageError):

@@ -7,8 +7,7 @@ sender as ``send``: a row that succeeds leaves the failures table and counts as 
 
 from __future__ import annotations
 
-import fcntl
-import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from yarl import URL
 
 from importer.errors import LedgerError, UsageError
 from importer.intervals import IntervalSet
-from importer.ledger import FileLock, Transaction, connect
+from importer.ledger import FileLock, Transaction, connect, in_use, ledger_error
 from importer.report import Report, spreadsheet_safe
 from importer.run import Feed, RunSettings, deliver
 from importer.sender import Failure, Sender, Work
@@ -40,6 +39,13 @@ def _open_existing(path: str | Path) -> Any:
 
 def status(path: str | Path) -> pd.DataFrame:
     """One row per run: its source, counts by state, last activity, unknown rows."""
+    try:
+        return _status(path)
+    except sqlite3.Error as exc:
+        raise ledger_error(Path(path), exc) from exc
+
+
+def _status(path: str | Path) -> pd.DataFrame:
     db = _open_existing(path)
     try:
         runs = db.execute(
@@ -113,23 +119,9 @@ def status(path: str | Path) -> pd.DataFrame:
             "last_activity",
         ],
     )
-    if _in_use(Path(path)) and len(frame):
+    if in_use(Path(path)) and len(frame):
         frame.loc[frame.index[-1], "state"] = "running"
     return frame
-
-
-def _in_use(path: Path) -> bool:
-    lock = path.with_name(path.name + ".lock")
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _iso(epoch: float | None) -> str | None:

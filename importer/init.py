@@ -16,11 +16,14 @@ import math
 import re
 import shlex
 import textwrap
+import unicodedata
+import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cached_property
+from functools import cache, cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -45,9 +48,52 @@ _MOST = 0.8
 _FEW = 20
 _LINE = 98
 
-_SUCCESS_WORDS = _word_set(
-    "paid succeeded success successful completed complete captured settled approved"
+
+def _fold(text: str) -> str:
+    """A value compared without case or accents: ' Payée ' -> 'payee'."""
+    decomposed = unicodedata.normalize("NFKD", text.strip())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+# Whole cell values meaning "this order/payment went through", by language (matched folded).
+_SUCCESS_BY_LANGUAGE = {
+    "English": "paid succeeded success successful completed complete captured settled approved",
+    "German": "bezahlt abgeschlossen erfolgreich",
+    "French": "payé payée terminé terminée réussi réussie complété complétée",
+    "Spanish": "pagado pagada completado completada aprobado aprobada",
+    "Italian": "pagato pagata completato completata",
+    "Dutch": "betaald voltooid",
+    "Portuguese": "pago paga concluído concluída",
+}
+# Other values only a status column holds (a hint that a column is one, never kept).
+_OTHER_STATUS_BY_LANGUAGE = {
+    "English": "failed refunded cancelled canceled pending declined denied reversed voided "
+    "expired processing refused disputed chargeback on-hold",
+    "German": "storniert rückerstattet erstattet fehlgeschlagen ausstehend abgebrochen "
+    "abgelehnt wartend",
+    "French": "annulé annulée remboursé remboursée échoué échouée refusé refusée",
+    "Spanish": "cancelado cancelada reembolsado reembolsada fallido fallida pendiente rechazado",
+    "Italian": "annullato annullata rimborsato rimborsata fallito fallita",
+    "Dutch": "geannuleerd terugbetaald mislukt",
+    "Portuguese": "cancelado cancelada reembolsado reembolsada falhou pendente recusado",
+}
+_OTHER_STATUS_PHRASES = (
+    "in bearbeitung",
+    "in wartestellung",
+    "en attente",
+    "en cours",
+    "in attesa",
+    "in behandeling",
+    "en proceso",
+    "on hold",
 )
+_SUCCESS_WORDS = frozenset(_fold(w) for t in _SUCCESS_BY_LANGUAGE.values() for w in t.split())
+_STATUS_WORDS = _SUCCESS_WORDS | frozenset(
+    [_fold(w) for t in _OTHER_STATUS_BY_LANGUAGE.values() for w in t.split()]
+    + [_fold(p) for p in _OTHER_STATUS_PHRASES]
+)
+# A content-found status column has at most this many distinct values.
+_FEW_STATUSES = 12
 _CURRENCY_SYMBOLS = "$€£¥₹₩₽₺₪₫฿¢₦₱₴₸₡₲₵₭"
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _DIGITS = re.compile(r"[0-9]+")
@@ -70,6 +116,12 @@ _ID_SHAPES: tuple[tuple[re.Pattern[str], str, int], ...] = (
     (re.compile(r"#[0-9]+"), "order numbers such as", 2),
     (re.compile(r"[A-Za-z]{1,10}(?:-[A-Za-z0-9]+)*-[0-9][A-Za-z0-9]*"), "ids such as", 2),
     (re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"), "UUIDs such as", 2),
+    (re.compile(r"[A-Za-z]{1,4}[0-9]{3,}"), "ids such as", 2),
+    (
+        re.compile(r"(?=.*[A-Fa-f])(?=.*[0-9])(?:[0-9A-F]{8,40}|[0-9a-f]{8,40})"),
+        "hex ids such as",
+        2,
+    ),
     (re.compile(r"[0-9]{3,}"), "numeric ids such as", 1),
 )
 # Two words written as one ("orderId", "paidat" are split by case or by this list).
@@ -133,6 +185,8 @@ class _Column:
     index: int
     cells: list[str]
     temporal: bool = False  # an Arrow timestamp or date column (Parquet, DataFrames)
+    zoned: bool = False  # an Arrow timestamp with a time zone (each value an instant)
+    dates: bool = False  # an Arrow date column (no time of day)
 
     @cached_property
     def filled(self) -> list[str]:
@@ -152,6 +206,11 @@ class _Column:
     def share(self, test: Callable[[str], bool]) -> float:
         """The share of non-empty cells passing a test (0 when all are empty)."""
         return sum(map(test, self.filled)) / len(self.filled) if self.filled else 0.0
+
+    @cached_property
+    def time_shape(self) -> _TimeShape | None:
+        """How the cells read as times, or None when they are not times."""
+        return _time_shape(self)
 
 
 @dataclass
@@ -199,9 +258,13 @@ def _read_sample(source: Source, sample_rows: int) -> _Sample:
     for index, name in enumerate(names):
         arrays = [b.column(index) for b in batches]
         kind = arrays[0].type if arrays else pa.string()
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
         cells = [_text(v) for a in arrays for v in a.to_pylist()]
         temporal = pa.types.is_timestamp(kind) or pa.types.is_date(kind)
-        columns.append(_Column(str(name), index, cells, temporal))
+        zoned = pa.types.is_timestamp(kind) and kind.tz is not None
+        column = _Column(str(name), index, cells, temporal, zoned, pa.types.is_date(kind))
+        columns.append(column)
     filled = [sum(1 for c in columns if c.cells[row]) for row in range(count)]
     most = max(filled, default=0)
     full = [n > 0 and n >= math.ceil(most / 2) for n in filled]
@@ -265,7 +328,7 @@ class _Block:
     comments: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)  # lines written as they are, after the items
-    used: list[str] = field(default_factory=list)  # columns this block reads
+    used: list[str] = field(default_factory=list)  # columns it reads or accounts for
 
 
 def _q(name: str) -> str:
@@ -306,7 +369,7 @@ def _ids(sample: _Sample, used: set[str]) -> _Block:
     block = _Block(None)
     best: tuple[tuple[float, int, int], _Column, str] | None = None
     for column in sample.columns:
-        if column.name in used or column.words & _NOT_IDS or column.temporal:
+        if column.name in used or column.words & _NOT_IDS or not _maybe_id(column):
             continue
         cells = [c for c in sample.full_cells(column) if c]
         if not cells or len(set(cells)) != len(cells):
@@ -347,15 +410,46 @@ _NOT_IDS = _word_set(
 )
 
 
+def _maybe_id(column: _Column) -> bool:
+    """False for columns that are something else by content: times, amounts with decimals or
+    currency symbols, emails, free text (values with spaces)."""
+    if column.temporal or column.time_shape is not None:
+        return False
+    if column.share(lambda v: bool(_EMAIL.fullmatch(v))) >= 0.5:
+        return False
+    if column.share(lambda v: " " in v) >= 0.5:
+        return False
+    money = _amounts(column)
+    return money is None or (money.integers and not money.strip)
+
+
 def _id_shape(column: _Column, cells: list[str]) -> tuple[str, int] | None:
     """How the cells look like ids ('prefixed ids such as', strength), or None."""
     for pattern, label, strength in _ID_SHAPES:
         hits = sum(1 for c in cells if pattern.fullmatch(c))
-        if hits / len(cells) >= 0.9:
-            if strength == 1 and not _id_name_score(column):
-                return None  # plain numbers are ids only when the name says so
+        if hits / len(cells) < 0.9:
+            continue
+        if strength == 2 or _id_name_score(column):
             return label, strength
+        if _counting(cells):
+            return "numbers counting up or down such as", strength
+        return None  # other plain numbers are ids only when the name says so
     return None
+
+
+def _counting(cells: list[str]) -> bool:
+    """Numbers going one way (order numbers 5000, 5001...), mostly; not row numbers (1, 2,
+    3... from 0 or 1: another export would number other rows the same) nor epoch times."""
+    if len(cells) < 3 or not all(_DIGITS.fullmatch(c) for c in cells):
+        return False
+    numbers = [int(c) for c in cells]
+    if numbers[0] in (0, 1) and numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        return False
+    if all(_EPOCH.fullmatch(c) and _plausible_epoch(c) for c in cells):
+        return False
+    steps = [b - a for a, b in pairwise(numbers)]
+    up = sum(1 for d in steps if d > 0)
+    return max(up, len(steps) - up) >= 0.9 * len(steps)
 
 
 def _id_name_score(column: _Column) -> int:
@@ -364,6 +458,7 @@ def _id_name_score(column: _Column) -> int:
     if words in ({"id"}, {"name"}, {"order", "id"}) or words & {"order", "charge", "transaction"}:
         return 2
     hints = {"id", "name", "number", "no", "reference", "ref", "invoice", "receipt", "payment"}
+    hints |= {"nr", "nummer", "numero", "num"}
     return 1 if words & hints else 0
 
 
@@ -488,13 +583,11 @@ def _amounts(column: _Column) -> _Amounts | None:
         thousands = ","
     numbers, bad = [], []
     for original, cell in zip(cells, bare, strict=True):
-        if thousands:
-            cell = cell.replace(thousands, "")
-        cell = cell.replace(decimal, ".")
-        if re.fullmatch(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", cell):
-            numbers.append(cell)
-        else:
+        number = _plain_number(cell, thousands, decimal)
+        if number is None:
             bad.append(original)
+        else:
+            numbers.append(number)
     if len(numbers) / len(cells) < _MOST:
         return None
     return _Amounts(
@@ -507,6 +600,24 @@ def _amounts(column: _Column) -> _Amounts | None:
         integers=all("." not in n for n in numbers),
         example=next((c for c in cells if thousands and thousands in c), cells[0]),
     )
+
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def _plain_number(cell: str, thousands: str | None, decimal: str) -> str | None:
+    """'1.234,56' -> '1234.56' (symbols already removed), or None when not a number."""
+    if thousands:
+        cell = cell.replace(thousands, "")
+    cell = cell.replace(decimal, ".")
+    return cell if _NUMBER.fullmatch(cell) else None
+
+
+def _amount_of(cell: str, shape: _Amounts) -> float | None:
+    """The number in a cell written as the shape says, or None."""
+    bare = cell.translate({ord(ch): None for ch in shape.strip})
+    number = _plain_number(bare, shape.thousands, shape.decimal)
+    return None if number is None else float(number)
 
 
 _AMOUNT_WORDS = _word_set("amount total price revenue value sum gross net subtotal")
@@ -538,28 +649,57 @@ def _currency(sample: _Sample) -> _Column | None:
     return max(found, key=lambda f: f[:4])[4] if found else None
 
 
-def _value(sample: _Sample) -> _Block:
-    """[value]: an amount column with its separators, symbols and currency or scale."""
+_Found = tuple[tuple[float, ...], _Column, _Amounts]
+
+
+def _value(sample: _Sample, used: set[str]) -> _Block:
+    """[value]: an amount column with its separators, symbols and currency or scale: by its
+    name, else by content (the largest money-like column on most rows: the total)."""
     block = _Block("[value]")
-    found: list[tuple[tuple[int, float, int], _Column, _Amounts]] = []
-    for column in sample.columns:
-        if not column.words & _AMOUNT_WORDS or column.temporal:
-            continue
-        shape = _amounts(column)
-        if shape is not None:
-            found.append(
-                ((_amount_score(column), sample.fill(column), -column.index), column, shape)
-            )
+    found = _amounts_by_name(sample)
+    by_content = not found
+    if by_content:
+        found = _amounts_by_content(sample, used)
     if not found:
         block.header = None
         block.comments.append(
-            "No amount column (amount, total, price, revenue, value) with numbers: no value "
-            '(v) is sent. Add [value] column = "..." if conversions have one.'
+            "No amount column, by name (amount, total, price, revenue, value) or by content "
+            "(numbers with decimals or a currency symbol): no value (v) is sent. Add [value] "
+            'column = "..." if conversions have one.'
         )
         block.notes.append("value: none found")
         return block
-    found.sort(key=lambda f: f[0], reverse=True)
     _, column, shape = found[0]
+    block.comments.append(_amount_why(column, shape))
+    others = [_q(f[1].name) for f in found[1:4]]
+    if by_content:
+        block.comments.append(
+            "No column is named like an amount: chosen by its content"
+            + (
+                f", the largest amount of its row most often (a total), over {', '.join(others)}."
+                if others
+                else "."
+            )
+        )
+    elif others:
+        block.comments.append(
+            f"Chosen over {', '.join(others)}: the conversion value is what the customer paid "
+            "in all (not a part of it, a refund or a fee)."
+        )
+    _value_items(block, column, shape)
+    _value_unit(sample, block, column, shape)
+    if shape.negative:
+        block.raw += [
+            f"# {shape.negative:,} sampled amounts are negative (refunds?): they are rejected "
+            "(value-negative)",
+            "# unless allow_negative = true.",
+        ]
+    block.notes.append(f"value: {_q(column.name)}" + (" (found by content)" if by_content else ""))
+    return block
+
+
+def _amount_why(column: _Column, shape: _Amounts) -> str:
+    """'Total': 100% of 40 non-empty sampled cells are amounts once ... removed."""
     filled = len(column.filled)
     why = (
         f"{_q(column.name)}: {_pct(shape.numeric, filled)} of {filled:,} non-empty sampled "
@@ -567,13 +707,11 @@ def _value(sample: _Sample) -> _Block:
     )
     if shape.thousands or shape.strip:
         why += f" once {_strip_words(shape)} removed (e.g. {_q(shape.example)})"
-    block.comments.append(why + "." + _rejected(shape.bad, "value-format"))
-    others = [_q(f[1].name) for f in found[1:4]]
-    if others:
-        block.comments.append(
-            f"Chosen over {', '.join(others)}: the conversion value is what the customer paid "
-            "in all (not a part of it, a refund or a fee)."
-        )
+    return why + "." + _rejected(shape.bad, "value-format")
+
+
+def _value_items(block: _Block, column: _Column, shape: _Amounts) -> None:
+    """column, thousands_separator, decimal_separator, strip."""
     block.items.append(("column", column.name))
     if shape.thousands:
         block.items.append(("thousands_separator", shape.thousands))
@@ -582,15 +720,55 @@ def _value(sample: _Sample) -> _Block:
     if shape.strip:
         block.items.append(("strip", shape.strip))
     block.used.append(column.name)
-    _value_unit(sample, block, column, shape)
-    if shape.negative:
-        block.raw += [
-            f"# {shape.negative:,} sampled amounts are negative (refunds?): they are rejected "
-            "(value-negative)",
-            "# unless allow_negative = true.",
-        ]
-    block.notes.append(f"value: {_q(column.name)}")
-    return block
+
+
+def _amounts_by_name(sample: _Sample) -> list[_Found]:
+    """Columns named like amounts holding numbers, best first (totals before their parts)."""
+    found: list[_Found] = []
+    for column in sample.columns:
+        if not column.words & _AMOUNT_WORDS or column.temporal:
+            continue
+        shape = _amounts(column)
+        if shape is not None:
+            found.append(
+                ((_amount_score(column), sample.fill(column), -column.index), column, shape)
+            )
+    return sorted(found, key=lambda f: f[0], reverse=True)
+
+
+def _amounts_by_content(sample: _Sample, used: set[str]) -> list[_Found]:
+    """Columns of money whatever their names ('462,06 €', '1.234,56', '19.99'), best first:
+    the one holding the largest amount of its row most often (a total, not a fee or tax)."""
+    money: list[tuple[_Column, _Amounts]] = []
+    for column in sample.columns:
+        if column.name in used or column.temporal or column.time_shape is not None:
+            continue
+        shape = _amounts(column)
+        if shape is not None and _money_like(column, shape):
+            money.append((column, shape))
+    amounts = [[_amount_of(cell, shape) for cell in col.cells] for col, shape in money]
+    found: list[_Found] = []
+    for (column, shape), values in zip(money, amounts, strict=True):
+        rows = [(r, v) for r, v in enumerate(values) if v is not None and sample.full[r]]
+        largest = sum(1 for r, v in rows if _largest(v, [other[r] for other in amounts]))
+        share = largest / len(rows) if rows else 0.0
+        key = (share, _amount_score(column), sample.fill(column), -column.index)
+        found.append((key, column, shape))
+    return sorted(found, key=lambda f: f[0], reverse=True)
+
+
+def _largest(value: float, row: list[float | None]) -> bool:
+    """Whether the value is at least every other amount of its row."""
+    return all(other is None or other <= value for other in row)
+
+
+def _money_like(column: _Column, shape: _Amounts) -> bool:
+    """Amounts of money, not counts or ids: a currency symbol or decimals, at most 3 of them
+    on most cells (not coordinates or ratios)."""
+    if shape.integers and not shape.strip:
+        return False
+    decimals = column.share(lambda v: not re.search(r"[.,][0-9]{4,}\b", v))
+    return decimals >= _MOST
 
 
 def _strip_words(shape: _Amounts) -> str:
@@ -644,7 +822,7 @@ def _time_shape(column: _Column) -> _TimeShape | None:
     if not cells:
         return None
     if column.temporal:
-        return _TimeShape(None, len(cells), True, cells[0])
+        return _TimeShape(None, len(cells), column.zoned, cells[0])
     iso = [c for c in cells if _reads(c, "iso")]
     if len(iso) / len(cells) >= _MOST and any("T" in c or _HAS_OFFSET.fullmatch(c) for c in iso):
         offset = all(_HAS_OFFSET.fullmatch(c) for c in iso)
@@ -737,9 +915,11 @@ def _time(sample: _Sample) -> _Block:
     block = _Block("[time]")
     found = []
     for column in sample.columns:
-        shape = _time_shape(column)
+        shape = column.time_shape
         if shape is not None:
-            found.append(((_time_score(column), sample.fill(column), -column.index), column, shape))
+            clock = not _day_only(column, shape)
+            key = (_time_score(column), clock, sample.fill(column), -column.index)
+            found.append((key, column, shape))
     if not found:
         block.comments.append(
             "No column of dates or times found: name the column holding when each conversion "
@@ -752,6 +932,8 @@ def _time(sample: _Sample) -> _Block:
     _, column, shape = found[0]
     filled = len(column.filled)
     described = "Arrow timestamps" if shape.format is None else f"format {_q(shape.format)}"
+    if column.dates:
+        described = "Arrow dates"
     block.comments.append(
         f"{_q(column.name)}: {_pct(shape.parsed, filled)} of {filled:,} non-empty sampled cells "
         f"read as {described} (e.g. {_q(shape.example)})."
@@ -782,25 +964,150 @@ def _time(sample: _Sample) -> _Block:
             )
             fmt = _Todo(f"TODO: {shape.format} or {shape.ambiguous}")
         block.items.append(("format", fmt))
-    _timezone(block, column, shape)
     block.notes.append(f"time: {_q(column.name)} ({described})")
+    if _day_only(column, shape):
+        _dates_only(sample, block, column, shape)
+    _timezone(block, column, shape, _zone_column(sample, set(block.used)))
     return block
 
 
-def _timezone(block: _Block, column: _Column, shape: _TimeShape) -> None:
-    """Times with an offset need no zone; else UTC if the name says so, else a TODO."""
+def _day_only(column: _Column, shape: _TimeShape) -> bool:
+    """Whether the column holds dates without a time of day ('28/02/2025', Arrow dates)."""
+    if column.dates:
+        return True
+    fmt = shape.format
+    return fmt is not None and "%" in fmt and not any(d in fmt for d in ("%H", "%I", "%M"))
+
+
+_CLOCK = re.compile(r"[0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?(?:\s?[AaPp]\.?[Mm]\.?)?")
+_CLOCK_FORMATS = ("%H:%M:%S", "%H:%M", "%I:%M:%S %p", "%I:%M %p", "%H:%M:%S.%f")
+_CLOCK_WORDS = _word_set("time uhrzeit zeit heure hora ora tijd")
+
+
+def _dates_only(sample: _Sample, block: _Block, column: _Column, shape: _TimeShape) -> None:
+    """Dates without a time of day: a comment, and a TODO format when another column holds
+    the times of day (the schema reads one column: combine them first, or accept days)."""
+    clock = _clock_column(sample, column)
+    if clock is None:
+        block.comments.append(
+            "These are dates without a time of day: every event is sent at midnight of its day."
+        )
+        return
+    day = shape.format or "auto"
+    both = f"{day} {_clock_format(clock)}" if shape.format else "auto"
+    times = _q(clock.filled[0])
+    block.comments.insert(
+        0,
+        f"WARNING: {_q(column.name)} holds dates only (e.g. {_q(shape.example)}) and "
+        f"{_q(clock.name)} holds the times of day (e.g. {times}). The schema reads ONE time "
+        "column and cannot combine two: as it stands every event would be sent at midnight. "
+        f'Combine them into one column first (e.g. in pandas: df["When"] = df[{_py(column)}] + '
+        f'" " + df[{_py(clock)}]), then column = "When" and format = "{both}"; or accept day '
+        f'precision: format = "{day}".',
+    )
+    todo = _Todo(
+        f"TODO: combine {_q(column.name)} and {_q(clock.name)} into one column first (see "
+        f"above), or accept day precision: {day}"
+    )
+    block.items = [(k, todo if k == "format" else v) for k, v in block.items]
+    if not any(k == "format" for k, _ in block.items):
+        block.items.append(("format", todo))
+    block.notes.append(
+        f"time: {_q(column.name)} holds dates only and {_q(clock.name)} the times of day: TODO "
+        "combine them into one column, or accept day precision"
+    )
+    block.used.append(clock.name)
+
+
+def _py(column: _Column) -> str:
+    """A column name as a Python string literal, for a comment."""
+    return json.dumps(column.name, ensure_ascii=False)
+
+
+def _clock_column(sample: _Sample, day: _Column) -> _Column | None:
+    """A column of times of day ('22:50:00', '9:05 PM') beside a column of dates."""
+    found = [
+        (bool(c.words & _CLOCK_WORDS), sample.fill(c), -c.index, c)
+        for c in sample.columns
+        if c is not day
+        and c.filled
+        and sample.fill(c) >= 0.5
+        and c.share(lambda v: bool(_CLOCK.fullmatch(v))) >= _MOST
+    ]
+    return max(found, key=lambda f: f[:3])[3] if found else None
+
+
+def _clock_format(column: _Column) -> str:
+    """The strptime pattern reading most of a column's times of day."""
+    return max(_CLOCK_FORMATS, key=lambda f: sum(1 for c in column.filled if _parses(c, f)))
+
+
+_ZONE_ABBREVIATIONS = _word_set(
+    "UTC GMT PST PDT MST MDT CST CDT EST EDT AKST AKDT HST AST ADT NST NDT WET WEST CET CEST "
+    "EET EEST MSK IST JST KST HKT SGT AWST ACST AEST AEDT NZST NZDT BST BRT ART"
+)
+_UTC_OFFSET = re.compile(
+    r"(?:UTC|GMT)\s?[+-][0-9]{1,2}(?::?[0-9]{2})?|[+-][0-9]{2}:?[0-9]{2}", re.IGNORECASE
+)
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    """The IANA zone names with a region ('Europe/Berlin'), as the system knows them."""
+    return frozenset(z for z in zoneinfo.available_timezones() if "/" in z)
+
+
+def _is_zone(value: str) -> bool:
+    """'CET', 'PST', 'Europe/Berlin', 'UTC+01:00': a time zone."""
+    return (
+        value.upper() in _ZONE_ABBREVIATIONS
+        or value in _iana_zones()
+        or bool(_UTC_OFFSET.fullmatch(value))
+    )
+
+
+def _zone_column(sample: _Sample, used: set[str]) -> _Column | None:
+    """A column naming each row's time zone ('TimeZone': CET, PST, Europe/Berlin)."""
+    found = [
+        (bool(c.words & {"zone", "timezone", "tz"}), sample.fill(c), -c.index, c)
+        for c in sample.columns
+        if c.name not in used and c.filled and sample.fill(c) >= 0.5 and c.share(_is_zone) >= 0.9
+    ]
+    return max(found, key=lambda f: f[:3])[3] if found else None
+
+
+def _timezone(
+    block: _Block, column: _Column, shape: _TimeShape, zones: _Column | None = None
+) -> None:
+    """Times with an offset need no zone; else UTC if the name says so, else a TODO. A column
+    of per-row zones is pointed out: the schema takes one zone for every row."""
     if shape.offset:
         if shape.format in ("iso",) or (shape.format and "%z" in shape.format):
             block.comments.append("Every time carries its UTC offset: no timezone needed.")
         return
+    says = ""
+    if zones is not None:
+        values = ", ".join(v for v, _ in zones.distinct.most_common(3))
+        says = f" ({_q(zones.name)} says {values})"
+        block.comments.append(
+            f"{_q(zones.name)} holds a time zone on each row (e.g. {values}), but the schema "
+            "takes one timezone for every row: if it is always the same zone, give its IANA "
+            "name below; if it varies, convert the times to one zone (or append their UTC "
+            "offsets) first, e.g. while combining columns."
+        )
+        block.notes.append(f"time: {_q(zones.name)} holds a time zone per row; one zone is used")
+        block.used.append(zones.name)
     if "utc" in column.words:
         block.comments.append("The times have no offset and the column name says UTC.")
         block.items.append(("timezone", "UTC"))
         return
-    block.comments.append(
-        "The times have no UTC offset: in which IANA time zone were they written?"
+    what = "The times"
+    if column.temporal:
+        what = "Arrow dates" if column.dates else "Arrow timestamps without a time zone"
+    block.comments.append(f"{what} have no UTC offset: in which IANA time zone were they written?")
+    block.items.append(
+        ("timezone", _Todo(f"TODO: IANA zone of these times{says}, e.g. America/New_York"))
     )
-    block.items.append(("timezone", _Todo("TODO: IANA zone of these times, e.g. America/New_York")))
 
 
 def _experiments(sample: _Sample) -> list[_Block]:
@@ -823,11 +1130,14 @@ def _experiments(sample: _Sample) -> list[_Block]:
         if cookie.hits < cookie.rows:
             blocks.append(_cookie_filter(cookie))
         return blocks
+    in_text = _text_pairs(sample)
+    if in_text is not None:
+        return _text_pair_blocks(in_text)
     block = _Block("[[experiments]]")
     block.comments.append(
-        "No experiment/variation columns and no optimizelyBuckets cookie found: every event "
-        "needs an experiment. Give constant ids here, or experiment_column/variation_column, "
-        "or a [buckets] table instead."
+        "No experiment/variation columns, no exp=<id>;var=<id> text and no optimizelyBuckets "
+        "cookie found: every event needs an experiment. Give constant ids here, or "
+        "experiment_column/variation_column, or a [buckets] table instead."
     )
     block.items += [
         ("experiment", _Todo("TODO: experiment id (digits)")),
@@ -895,6 +1205,85 @@ def _pair_filter(sample: _Sample, pair: _Block) -> list[_Block]:
     block.items += [("column", name), ("empty", False)]
     block.notes.append(f"filter: only rows with an experiment id in {_q(name)}")
     return [block]
+
+
+@dataclass
+class _TextPair:
+    """Experiment and variation ids written inside a text cell: 'exp=1002;var=21'."""
+
+    column: _Column
+    experiment: str  # the key and separator as most often written, e.g. 'exp='
+    variation: str  # e.g. 'var='
+    hits: int  # rows holding both
+    rows: int
+    example: str
+
+
+_EXPERIMENT_IN_TEXT = re.compile(r"\b(exp|experiment)(\s*[=:]\s*)[0-9]+", re.IGNORECASE)
+_VARIATION_IN_TEXT = re.compile(r"\b(var|variation)(\s*[=:]\s*)[0-9]+", re.IGNORECASE)
+
+
+def _text_pairs(sample: _Sample) -> _TextPair | None:
+    """The column holding the most 'exp=<digits>' + 'var=<digits>' pairs inside text."""
+    best: _TextPair | None = None
+    for column in sample.columns:
+        experiments: Counter[str] = Counter()
+        variations: Counter[str] = Counter()
+        example = ""
+        for cell in column.filled:
+            exp = _EXPERIMENT_IN_TEXT.search(cell)
+            var = _VARIATION_IN_TEXT.search(cell)
+            if exp and var:
+                experiments[exp.group(1) + exp.group(2)] += 1
+                variations[var.group(1) + var.group(2)] += 1
+                example = example or cell
+        hits = sum(experiments.values())
+        if hits and (best is None or hits > best.hits):
+            exp_key, var_key = experiments.most_common(1)[0][0], variations.most_common(1)[0][0]
+            best = _TextPair(column, exp_key, var_key, hits, sample.rows, example)
+    return best
+
+
+def _key_pattern(key: str) -> str:
+    """A regex for a key as written: 'exp=' -> 'exp=', 'exp: ' -> 'exp\\s*:\\s*'."""
+    name = re.escape(key.rstrip(" \t=:"))
+    separator = key[len(key.rstrip(" \t=:")) :]
+    if separator == separator.strip():
+        return name + re.escape(separator)
+    return name + r"\s*" + re.escape(separator.strip()) + r"\s*"
+
+
+def _text_pair_blocks(found: _TextPair) -> list[_Block]:
+    """[[experiments]] reading both ids out of one text column, and a filter leaving out the
+    rows without them when some lack them."""
+    block = _Block("[[experiments]]")
+    column = found.column.name
+    experiment, variation = _key_pattern(found.experiment), _key_pattern(found.variation)
+    block.comments.append(
+        f"{_q(column)}: {found.hits:,} of {found.rows:,} sampled rows hold an experiment and a "
+        f"variation id inside the text (e.g. {_q(found.example)}): the extract patterns take "
+        "the digits after each key. A row where one of them is missing is rejected "
+        "(extract-no-match)."
+    )
+    block.items += [
+        ("experiment_column", column),
+        ("variation_column", column),
+        ("experiment_extract", _Regex(experiment + r"(\d+)")),
+        ("variation_extract", _Regex(variation + r"(\d+)")),
+    ]
+    block.notes.append(f"experiments: inside {_q(column)} ({found.experiment}<id>)")
+    block.used.append(column)
+    if found.hits == found.rows:
+        return [block]
+    rule = _Block("[[filter]]")
+    rule.comments.append(
+        f"{found.rows - found.hits:,} of {found.rows:,} sampled rows have no experiment id in "
+        f"{_q(column)} (empty, or other text): only rows holding one are sent, the others are "
+        "counted as filtered (not rejected)."
+    )
+    rule.items += [("column", column), ("matches", _Regex(rf"(?s).*{experiment}\d+.*"))]
+    rule.notes.append(f"filter: only rows with an experiment id in {_q(column)}")
+    return [block, rule]
 
 
 @dataclass
@@ -1008,42 +1397,116 @@ def _cookie_filter(cookie: _Cookie) -> _Block:
     return block
 
 
-def _status(sample: _Sample, used: set[str]) -> _Block | None:
-    """A [[filter]] on a status column: keep the successful rows (or a TODO to say which)."""
-    found = []
-    for column in sample.columns:
-        words = column.words
-        if column.name in used or not _few_distinct(column):
-            continue
-        if words & {"fulfillment", "fulfilment", "shipping", "billing", "delivery", "risk"}:
-            continue
-        if "status" in words or words in ({"state"}, {"payment", "state"}, {"order", "state"}):
-            success = any(v.lower() in _SUCCESS_WORDS for v in column.distinct)
-            named = bool(words & {"financial", "payment"} or words == {"status"})
-            found.append(((success, named, sample.fill(column), -column.index), column))
+_NOT_STATUS_WORDS = _word_set("fulfillment fulfilment shipping billing delivery risk")
+
+
+def _status(sample: _Sample, used: set[str]) -> _Block:
+    """A [[filter]] on a status column, found by name or by content: keep the successful
+    rows (or a TODO to say which); when there is none, a comment saying every row is sent."""
+    found = _status_candidates(sample, used)
     if not found:
-        return None
-    column = max(found, key=lambda f: f[0])[1]
+        return _no_status()
+    column, named = found[0]
     counts = Counter(column.cells)
     listing = ", ".join(
         f"{_q(v) if v else '(empty)'} {n:,}" for v, n in sorted(counts.items(), key=_by_count)
     )
     block = _Block("[[filter]]")
+    if not named:
+        block.comments.append(
+            f"{_q(column.name)} looks like a status by its content: a few distinct short texts "
+            "on most rows, not numbers, dates, emails or currency codes."
+        )
     block.comments.append(
         f"{_q(column.name)} in {sample.rows:,} sampled rows: {listing}. Rows with any value "
         "not listed in 'in' are counted as filtered, never sent."
     )
-    keep = sorted((v for v in column.distinct if v.lower() in _SUCCESS_WORDS), key=str.lower)
+    keep = sorted((v for v in column.distinct if _is_success(v)), key=str.lower)
     block.items.append(("column", column.name))
     if keep:
         block.items.append(("in", keep))
         block.notes.append(f"filter: {_q(column.name)} in {json.dumps(keep, ensure_ascii=False)}")
     else:
+        if not named:
+            block.comments.append(
+                "None of its values is a known success word (Paid, Completed, Bezahlt, Payé, "
+                "Pagado...). If it is not a status at all, delete this [[filter]]."
+            )
         values = ", ".join(sorted(column.distinct, key=lambda v: (-column.distinct[v], v)))
         block.items.append(("in", [_Todo(f"TODO: which of {values} are conversions?")]))
         block.notes.append(f"filter: {_q(column.name)}: TODO which values are conversions")
     block.used.append(column.name)
     return block
+
+
+def _no_status() -> _Block:
+    """A comment (and a note) that no status column was found: every row is sent."""
+    block = _Block(None)
+    block.comments.append(
+        "No status column found (a column of a few values such as Paid / Refunded / Failed): "
+        "every row will be sent (that passes the filters above, if any). If some rows are not "
+        "conversions (refunds, failed or cancelled orders), add a [[filter]], e.g. column = "
+        '"Status" with in = ["Paid"].'
+    )
+    block.notes.append(
+        "no status column found: every row will be sent; if some rows are not conversions "
+        "add a [[filter]]"
+    )
+    return block
+
+
+def _status_candidates(sample: _Sample, used: set[str]) -> list[tuple[_Column, bool]]:
+    """Status columns, best first, each with whether its name says so. A name such as
+    'Status' or 'Payment State' is enough; other columns must look like one by content."""
+    found = []
+    for column in sample.columns:
+        if column.name in used or column.words & _NOT_STATUS_WORDS or column.temporal:
+            continue
+        named = _status_named(column)
+        if not (named and _few_distinct(column)) and not _status_like(sample, column):
+            continue
+        success = any(_is_success(v) for v in column.distinct)
+        known = any(_fold(v) in _STATUS_WORDS for v in column.distinct)
+        preferred = bool(column.words & {"financial", "payment"} or column.words == {"status"})
+        key = (success, named, known, preferred, sample.fill(column), -column.index)
+        found.append((key, column, named))
+    found.sort(key=lambda f: f[0], reverse=True)
+    return [(column, named) for _, column, named in found]
+
+
+def _status_named(column: _Column) -> bool:
+    """Whether the name says status: 'Status', 'Financial Status', 'state', 'Payment State'."""
+    words = column.words
+    return "status" in words or words in ({"state"}, {"payment", "state"}, {"order", "state"})
+
+
+def _status_like(sample: _Sample, column: _Column) -> bool:
+    """A status by content, whatever its name: at most 12 distinct short texts, some
+    repeated, on most rows; not numbers, dates, emails, currency codes or ids. A single value
+    counts only when it is a known status word."""
+    values = list(column.distinct)
+    if not 0 < len(values) <= _FEW_STATUSES or not _few_distinct(column):
+        return False
+    if len(values) == 1 and _fold(values[0]) not in _STATUS_WORDS:
+        return False  # one value everywhere tells no rows apart (unless it is 'Refunded')
+    if len(values) == len(column.filled) or sample.fill(column) <= 0.5:
+        return False  # every value once: names or ids, not a status
+    if not all(re.search(r"[^\W\d_]", v) and len(v) <= 40 for v in values):
+        return False  # numbers, amounts, long free text
+    if column.time_shape is not None:
+        return False
+    tests: list[Callable[[str], bool]] = [
+        lambda v: bool(_EMAIL.fullmatch(v)),
+        lambda v: v.upper() in MINOR_UNITS,
+        lambda v: any(p.fullmatch(v) for p, _, _ in _ID_SHAPES),
+    ]
+    return all(column.share(test) < 0.5 for test in tests)
+
+
+def _is_success(value: str) -> bool:
+    """Whether the whole value is a success word in a common language, ignoring case and
+    accents ('Paid', 'abgeschlossen', 'Payée', 'COMPLETADO')."""
+    return _fold(value) in _SUCCESS_WORDS
 
 
 def _goal_ids(sample: _Sample) -> list[_Block]:
@@ -1107,15 +1570,15 @@ def _write(
     user = _user(sample)
     event = _event_name(sample)
     time = _time(sample)
-    value = _value(sample)
+    value = _value(sample, _used(project, account, user, event, time))
     experiments = _experiments(sample)
     goals = _goal_ids(sample)
-    guessed = (project, account, user, event, time, value, *experiments, *goals)
-    used = {c for b in guessed for c in b.used}
-    status = _status(sample, used)
-    if status is not None:
-        used.update(status.used)
-    ids = _ids(sample, used)
+    status = _status(
+        sample, _used(project, account, user, event, time, value, *experiments, *goals)
+    )
+    ids = _ids(
+        sample, _used(project, account, user, event, time, value, *experiments, *goals, status)
+    )
     filters = [b for b in experiments if b.header == "[[filter]]"]
     experiments = [b for b in experiments if b.header != "[[filter]]"]
     checks = _Block("[checks]")
@@ -1138,7 +1601,7 @@ def _write(
         *goals,
         value,
         time,
-        *([status] if status is not None else []),
+        status,
         *filters,
         checks,
         *_csv(options),
@@ -1146,12 +1609,17 @@ def _write(
     head = _header(sample, source, schema_path, given)
     text = head + _render(blocks)
     todos = _todo_keys(blocks)
-    notes = _sample_notes(sample, source)
+    notes = _sample_notes(sample, source, options)
     for block in blocks:
         notes += block.notes
     if todos:
         notes.append(f"{len(todos)} TODO(s) to fill in: {', '.join(todos)}")
     return Guess(text=text, todos=todos, notes=notes)
+
+
+def _used(*blocks: _Block) -> set[str]:
+    """The columns these blocks read or account for: later guesses leave them out."""
+    return {column for block in blocks for column in block.used}
 
 
 def _csv(options: CsvOptions | None) -> list[_Block]:
@@ -1184,11 +1652,13 @@ def _header(sample: _Sample, source: Source, schema_path: str, given: Any) -> st
     return "\n".join(_comment_safe(line) for line in lines) + "\n\n"
 
 
-def _sample_notes(sample: _Sample, source: Source) -> list[str]:
+def _sample_notes(sample: _Sample, source: Source, options: CsvOptions | None) -> list[str]:
     """What was read."""
     notes = [f"read {sample.rows:,} rows of {len(sample.columns):,} columns from {source.name}"]
     if sample.delimiter is not None and sample.delimiter != ",":
-        notes[0] += f" (delimiter {sample.delimiter!r}, found by [csv] delimiter = auto)"
+        given = options is not None and options.delimiter != "auto"
+        how = "as given" if given else "found by [csv] delimiter = auto"
+        notes[0] += f" (delimiter {sample.delimiter!r}, {how})"
     if sample.malformed:
         notes.append(f"{sample.malformed:,} malformed CSV records in the sample (csv-malformed)")
     if sample.full_rows < sample.rows:

@@ -19,10 +19,12 @@ query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledge
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -35,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from yarl import URL
 
-from importer.errors import LedgerError, RunMismatchError
+from importer.errors import ImporterError, LedgerDamagedError, LedgerError, RunMismatchError
 from importer.intervals import IntervalSet
 from importer.mapping import Mapped
 from importer.sender import Failure, Work
@@ -252,19 +254,52 @@ def connect(path: Path) -> sqlite3.Connection:
             have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    except sqlite3.DatabaseError as exc:
-        raise LedgerError(f"{path}: cannot use as a ledger: {exc}; pass another --ledger") from exc
+    except sqlite3.Error as exc:
+        raise ledger_error(path, exc) from exc
     return db
 
 
+def ledger_error(path: Path, exc: sqlite3.Error) -> ImporterError:
+    """The one translation of SQLite's errors into what a user can act on."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text or "corrupt" in text
+    ):
+        return LedgerDamagedError(
+            f"{path} is damaged or not a ledger (SQLite: {text}); nothing was sent. Move it "
+            f"aside (mv '{path}' '{path}.damaged') and run again with a new ledger: rows it "
+            "recorded as sent are then sent again unless the schema has a dedupe_key, so "
+            "restore a backup of the ledger if you have one."
+        )
+    if "full" in text or "disk I/O" in text or "readonly" in text or "read-only" in text:
+        try:
+            free = shutil.disk_usage(path.parent).free
+            room = f"{free / 1e6:,.1f} MB free there"
+        except OSError:
+            room = "free space unknown"
+        return LedgerError(
+            f"{path}: cannot write the ledger ({text}; {room}). Free some space (a ledger "
+            "needs a few MB, plus as much again while it commits) or move it with --ledger, "
+            "then run the same command again to resume."
+        )
+    return LedgerError(f"{path}: cannot use the ledger: {text}")
+
+
 class FileLock:
-    """One process at a time per ledger file; the OS drops the lock if the process dies."""
+    """One process at a time per ledger file; the OS drops the lock if the process dies.
+
+    The lock is taken on the ledger file itself (``flock`` locks the inode), so it holds
+    however the file is named: through a symbolic link, a hard link or a relative path. The
+    holder's pid is written beside the real file, for the message only. (``flock`` and
+    SQLite's own POSIX locks do not interfere.)
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path = path.with_name(path.name + ".lock")
+        real = path.resolve()
+        self.path = real.with_name(real.name + ".lock")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            real.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(real, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise LedgerError(
                 f"{path}: cannot create the ledger here ({exc.strerror}); pass another --ledger"
@@ -272,18 +307,39 @@ class FileLock:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
+            holder = _read_pid(self.path)
             raise LedgerError(
                 f"{path} is in use by another event-backfill process (pid {holder}); wait for "
                 "it to finish, or pass a different --ledger"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        with contextlib.suppress(OSError):  # the pid is only for the message
+            self.path.write_text(str(os.getpid()))
 
     def release(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
+
+
+def in_use(path: Path) -> bool:
+    """Whether a process holds the ledger (status shows that run as running)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _read_pid(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 class SqliteLedger:
@@ -322,13 +378,22 @@ class SqliteLedger:
         self._file_lock = FileLock(self.path)
         try:
             self.db = connect(self.path)
-            self.run_id, resumed = self._find_run(new_run)
-            self.settled, self.leased = self._load_ranges()
-            self.resume = self._apply_unknown(resumed, unknown)
+            self.run_id, _ = self._open_run(new_run, unknown)
         except BaseException:
             self._file_lock.release()
             raise
         self._snapshot = self.settled.copy()
+
+    def _open_run(self, new_run: bool, unknown: Unknown) -> tuple[int, bool]:
+        """Find or start the run, load its ranges, apply the unknown policy."""
+        try:
+            self.run_id, resumed = self._find_run(new_run)
+            self.settled, self.leased = self._load_ranges()
+            self.unknown = IntervalSet()  # leased by a process that died: may have arrived
+            self.resume = self._apply_unknown(resumed, unknown)
+        except sqlite3.Error as exc:
+            raise ledger_error(self.path, exc) from exc
+        return self.run_id, resumed
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -383,7 +448,7 @@ class SqliteLedger:
             "SELECT watermark FROM runs WHERE id = ?", (self.run_id,)
         ).fetchone()
         settled = IntervalSet([(0, watermark)])
-        leased = IntervalSet()
+        leased = IntervalSet()  # leased by an earlier process, or still unknown from before
         for kind, start, stop in self.db.execute(
             "SELECT kind, start, stop FROM ranges WHERE run_id = ?", (self.run_id,)
         ):
@@ -409,6 +474,9 @@ class SqliteLedger:
                         (count, self.run_id),
                     )
                 else:
+                    # They stay unknown until a row is acknowledged or a policy settles it:
+                    # if this process dies too, the next run still knows they may have arrived.
+                    self.unknown = unknown
                     self.db.execute(
                         "UPDATE runs SET unknown_resent = unknown_resent + ? WHERE id = ?",
                         (count, self.run_id),
@@ -520,6 +588,8 @@ class SqliteLedger:
         with self._transaction():
             self.settled.add(settled_now)
             self.leased.remove(settled_now + released)
+            if len(self.unknown):  # released rows stay unknown: an earlier process sent them
+                self.unknown.remove(settled_now)
             if failed:
                 self.db.executemany(
                     "INSERT OR REPLACE INTO failures (run_id, position, file, row, line, url, "
@@ -542,6 +612,9 @@ class SqliteLedger:
                         for f in failed
                     ],
                 )
+            if len(self.unknown) and released:  # a key of a row that may have arrived stays
+                maybe = self.unknown.contains(np.array(released, dtype=np.int64))
+                released = [p for p, m in zip(released, maybe.tolist(), strict=True) if not m]
             self._drop_keys(released)
             if self._leased_keys:  # only with a dedupe key: settled rows keep their claim
                 for position in settled_now:
@@ -564,8 +637,10 @@ class SqliteLedger:
 
     @property
     def unknown_now(self) -> int:
-        """Rows still leased (after a stop: the ones that may have arrived)."""
-        return len(self.leased)
+        """Rows that may have arrived: still leased (after a stop), or unknown from before."""
+        maybe = self.leased.copy()
+        maybe.add_ranges(self.unknown.ranges)
+        return len(maybe.difference(self.settled))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -577,6 +652,7 @@ class SqliteLedger:
         watermark = self.settled.watermark()
         rows = [(self.run_id, "settled", a, b) for a, b in self.settled.ranges if a >= watermark]
         rows += [(self.run_id, "leased", a, b) for a, b in self.leased.ranges]
+        rows += [(self.run_id, "unknown", a, b) for a, b in self.unknown.ranges]
         self.db.execute("DELETE FROM ranges WHERE run_id = ?", (self.run_id,))
         self.db.executemany("INSERT INTO ranges VALUES (?, ?, ?, ?)", rows)
         self.db.execute(
@@ -652,7 +728,7 @@ class Transaction:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from exc
+            raise ledger_error(self.path, exc) from exc
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if exc is None:
@@ -660,11 +736,15 @@ class Transaction:
                 self.db.execute("COMMIT")
                 return
             except sqlite3.Error as error:
-                self.db.execute("ROLLBACK")
-                raise LedgerError(f"{self.path}: cannot write the ledger: {error}") from error
-        self.db.execute("ROLLBACK")
+                self._rollback()
+                raise ledger_error(self.path, error) from error
+        self._rollback()
         if isinstance(exc, sqlite3.Error):
-            raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from exc
+            raise ledger_error(self.path, exc) from exc
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+            self.db.execute("ROLLBACK")
 
 
 def _end(mapped: Mapped) -> int:

@@ -126,7 +126,7 @@ async def deliver(
             sender.stop("error")
 
     producer = asyncio.create_task(guarded())
-    ticker = asyncio.create_task(_tick(sender, ledger, report, settings, ledger_thread))
+    ticker = asyncio.create_task(_tick(sender, ledger, report, settings, ledger_thread, errors))
     settings.progress.start(total, "rows")
     try:
         with _lighter_gc():
@@ -138,7 +138,10 @@ async def deliver(
         outcome = sender.settle()
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
-        await loop.run_in_executor(ledger_thread, ledger.flush)
+        try:
+            await loop.run_in_executor(ledger_thread, ledger.flush)
+        except ImporterError as exc:
+            errors.append(exc)
         ledger_thread.shutdown(wait=True)
         settings.progress.close()
     _fill(report, outcome)
@@ -225,6 +228,19 @@ def stop_notes(
         )
     elif outcome.stopped == "error":
         notes.append(f"stopped by an error with {outcome.pending:,} rows pending (see below).")
+    if outcome.maybe_twice:
+        notes.append(
+            f"{outcome.maybe_twice:,} requests were sent again after one that may have arrived "
+            f"(timed out or cut off after it was sent): at most {outcome.maybe_twice:,} events "
+            "may have arrived twice."
+        )
+    if outcome.parked:
+        notes.append(
+            f"{outcome.parked:,} rows were not retried after {options.max_attempts} requests "
+            "that may each have arrived (timeouts): they are unknown; the same command resends "
+            "them (--unknown skip settles them instead). Check the endpoint's response times "
+            "and --timeout."
+        )
     if outcome.unknown:
         notes.append(
             f"{outcome.unknown:,} of the pending rows may have arrived (their request "
@@ -267,8 +283,13 @@ async def _tick(
     report: Report,
     settings: RunSettings,
     ledger_thread: ThreadPoolExecutor,
+    errors: list[BaseException],
 ) -> None:
-    """Commit the ledger every flush_seconds (sooner when enough rows wait); move the bar."""
+    """Commit the ledger every flush_seconds (sooner when enough rows wait); move the bar.
+
+    A commit that fails (disk full, I/O error) stops the run at once: nothing more is sent
+    that could not be recorded, and the error is raised when the run has drained.
+    """
     loop = asyncio.get_running_loop()
     shown = 0
     last_flush = last_show = loop.time()
@@ -278,7 +299,12 @@ async def _tick(
         now = loop.time()
         sender.report_acks()
         if now - last_flush >= settings.flush_seconds or due():
-            await loop.run_in_executor(ledger_thread, ledger.flush)
+            try:
+                await loop.run_in_executor(ledger_thread, ledger.flush)
+            except ImporterError as exc:
+                errors.append(exc)
+                sender.stop("aborted")  # cut off: what arrives now could not be recorded
+                return
             last_flush = now
         if now - last_show >= 0.2:
             settled = (
@@ -305,5 +331,6 @@ def _fill(report: Report, outcome: Outcome) -> None:
     report.pending += outcome.pending
     report.extra["unknown"] = outcome.unknown
     report.extra["retries"] = outcome.retries
+    report.extra["maybe_twice"] = outcome.maybe_twice
     report.extra["stopped"] = outcome.stopped
     report.add_failures(outcome.failures)

@@ -138,6 +138,7 @@ class _Item:
         "attempts",
         "error",
         "index",
+        "maybe",
         "maybe_delivered",
         "started",
         "status",
@@ -151,6 +152,7 @@ class _Item:
         self.attempts = 0
         self.started = 0.0  # when the current attempt began (monotonic)
         self.strikes = 0  # failed attempts during which another request succeeded
+        self.maybe = 0  # failed attempts whose request may have arrived (cut off, timed out)
         self.maybe_delivered = False
         self.status: int | None = None
         self.error = ""
@@ -165,6 +167,8 @@ class Outcome:
     pending: int = 0
     unknown: int = 0
     retries: int = 0
+    maybe_twice: int = 0  # retries of requests that may have arrived: the duplicate bound
+    parked: int = 0  # rows left pending after max_attempts requests that may have arrived
     stopped: str | None = None  # None (finished), "interrupted", "gave-up", "aborted", "error"
     failures: list[Failure] = field(default_factory=list)
 
@@ -238,6 +242,7 @@ class Sender:
         self._input_done = False
         self._inflight: set[_Item] = set()
         self._cancelled: list[_Item] = []
+        self._parked: list[_Item] = []
         self._orphans: list[Work] = []
         self._acked: list[_Item] = []
         self.last_error = ""
@@ -481,7 +486,15 @@ class Sender:
         item.status, item.error = err.status, err.reason
         self.last_error = err.reason
         item.maybe_delivered |= err.maybe_delivered
-        if self._last_success > item.started:
+        if err.maybe_delivered:
+            item.maybe += 1
+            if item.maybe >= self.options.max_attempts:
+                # Each retry could be a duplicate: stop at max_attempts such requests and
+                # leave the row unknown (pending), for the --unknown policy of the next run.
+                self.outcome.parked += 1
+                self._parked.append(item)
+                return
+            self.outcome.maybe_twice += 1
             item.strikes += 1  # another request got through meanwhile: this one counts
             if item.strikes >= self.options.max_attempts:
                 self._fail(item, err)  # the endpoint works, this row keeps failing
@@ -525,7 +538,7 @@ class Sender:
         self.report_acks()
         for item in self._cancelled:
             item.maybe_delivered = True
-        items = [entry[2] for entry in self._retry] + self._cancelled
+        items = [entry[2] for entry in self._retry] + self._cancelled + self._parked
         positions = [item.work.positions[item.index] for item in items]
         ambiguous = [item.work.positions[item.index] for item in items if item.maybe_delivered]
         if self._current is not None:
@@ -539,6 +552,7 @@ class Sender:
                 positions += queued.positions
         self._retry.clear()
         self._cancelled.clear()
+        self._parked.clear()
         self._current = None
         self.outcome.pending = len(positions)
         self.outcome.unknown = len(ambiguous)

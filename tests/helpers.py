@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from .conftest import BASE_SCHEMA, NOW
 
@@ -158,3 +162,54 @@ def order_of(query: str) -> str:
     found = re.search(r"u=user-(\d+)", query)
     assert found, query
     return found.group(1)
+
+
+class Server:
+    """A real HTTP(S) server on loopback in a thread, counting connections and requests."""
+
+    def __init__(
+        self, handler: web.RequestHandler | None = None, ssl_files: tuple[Path, Path] | None = None
+    ) -> None:
+        import ssl
+
+        self.requests = 0
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        context = None
+        if ssl_files:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(ssl_files[0]), str(ssl_files[1]))
+
+        async def count(request: web.Request) -> web.StreamResponse:
+            self.requests += 1
+            if handler is not None:
+                return await handler(request)
+            return web.Response(text="ok")
+
+        async def start() -> int:
+            app = web.Application()
+            app.router.add_get("/event", count)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
+            await site.start()
+            server = site._server
+            assert server is not None
+            original = server._protocol_factory  # type: ignore[attr-defined]
+
+            def counted() -> object:
+                self.connections += 1
+                return original()
+
+            server._protocol_factory = counted  # type: ignore[attr-defined]
+            return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

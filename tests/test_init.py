@@ -6,15 +6,21 @@ import copy
 import csv
 import re
 import tomllib
+import unicodedata
+import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import importer
+from importer.errors import SourceError
 from importer.init import Guess, guess_schema
-from importer.schema import load_schema
+from importer.schema import CsvOptions, load_schema
 
 from .conftest import NOW
 
@@ -139,8 +145,10 @@ def parse(guess: Guess) -> dict[str, Any]:
     return tomllib.loads(guess.text)
 
 
-def fill_todos(data: dict[str, Any], todos: list[str]) -> dict[str, Any]:
-    """A copy of the data with the value at each TODO key replaced as a person would."""
+def fill_todos(data: dict[str, Any], todos: list[str], **answers: Any) -> dict[str, Any]:
+    """A copy of the data with the value at each TODO key replaced as a person would (by the
+    key's last part: ``answers`` first, else ``_FILLED``)."""
+    filled = _FILLED | answers
     data = copy.deepcopy(data)
     for dotted in todos:
         node: Any = data
@@ -151,7 +159,7 @@ def fill_todos(data: dict[str, Any], todos: list[str]) -> dict[str, Any]:
         leaf = parts[-1]
         value = node[leaf]
         assert str(value[0] if isinstance(value, list) else value).startswith("TODO"), dotted
-        node[leaf] = _FILLED[leaf]
+        node[leaf] = filled[leaf]
     return data
 
 
@@ -424,3 +432,456 @@ def test_european_amounts_and_semicolons(tmp_path: Path) -> None:
     assert "delimiter ';'" in guess.notes[0]
     report = importer.check(path, schema=data, now=NOW)
     assert (report.valid, report.rejected) == (2, 0)
+
+
+# --- exports whose column names do not help ------------------------------------------------
+
+
+def euro(amount: float) -> str:
+    """1234.5 -> '1.234,50' (German and most of Europe)."""
+    return f"{amount:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
+def prose(guess: Guess) -> str:
+    """The comments of a guess as one text, lines joined (a phrase may wrap)."""
+    return " ".join(line.removeprefix("# ") for line in guess.text.splitlines())
+
+
+def folded(text: str) -> str:
+    """The text without case or accents, to compute expected counts independently."""
+    bare = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in bare if not unicodedata.combining(c)).casefold()
+
+
+WOO_HEADER = [
+    "Bestellnummer",
+    "Bestellstatus",
+    "Bestelldatum",
+    "Vorname",
+    "E-Mail (Rechnung)",
+    "Bestellsumme",
+    "Währung",
+    "Kundennotiz",
+]
+WOO_STATUSES = [
+    "Abgeschlossen",
+    "In Bearbeitung",
+    "abgeschlossen",
+    "Storniert",
+    "Rückerstattet",
+    "Fehlgeschlagen",
+    "ABGESCHLOSSEN",
+]
+
+
+def woo_cookie(i: int) -> str:
+    """The Kundennotiz cell: an optimizelyBuckets cookie in other text, or none."""
+    cookie = f"optimizelyBuckets=%7B%22555%22%3A%22{7001 + i % 2}%22%7D"
+    return ["Geschenk: nein | " + cookie + " | src=nl", cookie, "Lieferung bitte klingeln"][i % 3]
+
+
+def woo_rows(count: int, symbol: str = " €") -> list[list[str]]:
+    """A German WooCommerce orders export: nothing is named in English."""
+    return [
+        [
+            str(5000 + i),
+            WOO_STATUSES[i % len(WOO_STATUSES)],
+            f"{1 + i % 28:02d}.02.2025 {8 + i % 12:02d}:{i % 60:02d}",
+            ["Jürgen", "Zoë", "François", "Ana"][i % 4],
+            f"kunde{i}@beispiel.de",
+            euro(0.5 + i * 41.37) + symbol,
+            "EUR",
+            woo_cookie(i),
+        ]
+        for i in range(count)
+    ]
+
+
+def write_delimited(path: Path, header: list[str], rows: list[list[str]], **kw: Any) -> Path:
+    """A CSV file with another delimiter or encoding (keyword arguments of open/csv.writer)."""
+    encoding = kw.pop("encoding", "utf-8")
+    with path.open("w", newline="", encoding=encoding) as handle:
+        writer = csv.writer(handle, lineterminator="\n", **kw)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_german_woocommerce_by_content(tmp_path: Path) -> None:
+    """No English column names: the order number, total and status are found by content."""
+    rows = woo_rows(70)
+    path = write_delimited(tmp_path / "bestellungen.csv", WOO_HEADER, rows, delimiter=";")
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    assert data["dedupe_key"] == ["Bestellnummer"]
+    assert data["value"] == {
+        "column": "Bestellsumme",
+        "thousands_separator": ".",
+        "decimal_separator": ",",
+        "strip": "€ ",
+        "currency_column": "Währung",
+    }
+    status, cookie = data["filter"]
+    assert status["column"] == "Bestellstatus"
+    assert sorted(status["in"]) == ["ABGESCHLOSSEN", "Abgeschlossen", "abgeschlossen"]
+    assert cookie["column"] == "Kundennotiz"
+    assert guess.todos == ["project_id.value", "account_id.value", "time.timezone"]
+    assert "looks like a status by its content" in prose(guess)
+
+    schema = data
+    report = importer.check(path, schema=schema, now=NOW)
+    sent = sum(1 for row in rows if folded(row[1]) == "abgeschlossen" and "optimizely" in row[7])
+    assert 0 < sent < len(rows)
+    assert (report.rows_read, report.valid, report.rejected) == (len(rows), sent, 0)
+    assert report.filtered == len(rows) - sent
+
+
+@pytest.mark.parametrize(
+    ("values", "kept"),
+    [
+        (["Payée", "Annulée", "En attente"], ["Payée"]),
+        (["PAGADO", "cancelado", "pendiente"], ["PAGADO"]),
+        (["Concluído", "Pendente"], ["Concluído"]),
+        (["betaald", "mislukt"], ["betaald"]),
+        (["completato", "rimborsato"], ["completato"]),
+        (["Bezahlt", "Offen"], ["Bezahlt"]),
+        (["settled", "voided", "captured"], ["captured", "settled"]),
+        (["offen", "geschlossen"], None),  # no success word: the filter is a TODO
+        (["Storniert"], None),  # one value, but a status word: every row is cancelled
+    ],
+)
+def test_status_by_content_in_many_languages(
+    tmp_path: Path, values: list[str], kept: list[str] | None
+) -> None:
+    rows = [
+        [
+            f"ORD-{i}",
+            f"u{i}@x.com",
+            values[i % len(values)],
+            f"2025-03-{1 + i:02d}T10:00:00Z",
+            "11",
+            "22",
+        ]
+        for i in range(12)
+    ]
+    header = ["Auftrag", "Mail", "Etat", "Zeit", "experiment_id", "variation_id"]
+    path = write_rows(tmp_path / "s.csv", header, rows)
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    rule = parse(guess)["filter"][0]
+    assert rule["column"] == "Etat"
+    if kept is None:
+        assert rule["in"][0].startswith("TODO: which of")
+        assert "filter[0].in" in guess.todos
+        assert "If it is not a status at all, delete this [[filter]]" in prose(guess)
+    else:
+        assert rule["in"] == kept
+    schema = data
+    report = importer.check(path, schema=schema, now=NOW)
+    sent = sum(1 for row in rows if row[2] in (kept or _FILLED["in"]))
+    assert (report.valid, report.filtered, report.rejected) == (sent, len(rows) - sent, 0)
+
+
+def test_no_status_column_is_said(tmp_path: Path) -> None:
+    """Without a status-like column, the schema and the notes say every row is sent."""
+    rows = [
+        [
+            f"ORD-{i}",
+            f"u{i}@x.com",
+            f"2025-03-{1 + i:02d}T10:00:00Z",
+            "11",
+            str(22 + i % 2),
+            "online",  # one value everywhere, not a status word: tells no rows apart
+        ]
+        for i in range(10)
+    ]
+    header = ["order_id", "email", "ts", "experiment_id", "variation_id", "Kanal"]
+    path = write_rows(tmp_path / "n.csv", header, rows)
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    assert "filter" not in data
+    assert "# No status column found" in guess.text
+    assert (
+        "no status column found: every row will be sent; if some rows are not conversions "
+        "add a [[filter]]" in guess.notes
+    )
+    report = importer.check(path, schema=data, now=NOW)
+    assert (report.valid, report.filtered, report.rejected) == (10, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (
+            lambda x: euro(x) + " €",
+            {"thousands_separator": ".", "decimal_separator": ",", "strip": "€ "},
+        ),
+        (lambda x: f"${x:,.2f}", {"thousands_separator": ",", "strip": "$"}),
+        (lambda x: f"{x:.2f}", {}),
+    ],
+)
+def test_amount_by_content_prefers_the_total(
+    tmp_path: Path, written: Any, expected: dict[str, Any]
+) -> None:
+    """No column is named amount/total: the money column largest on most rows is the value."""
+    rows = []
+    for i in range(20):
+        subtotal = 10 + i * 97.31
+        shipping = 4.9 if i % 2 else 0.0
+        rows.append(
+            [
+                f"R{100 + i:06d}",
+                f"k{i}@beispiel.de",
+                f"2025-03-{1 + i:02d}T10:00:00Z",
+                written(subtotal),
+                written(shipping),
+                written(subtotal + shipping),
+                "11",
+                "22",
+            ]
+        )
+    header = ["Beleg", "Mail", "Zeit", "Zwischensumme", "Versand", "Gesamt", "exp", "var"]
+    path = write_rows(tmp_path / "a.csv", header, rows)
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    assert data["value"] == {"column": "Gesamt", **expected, "scale": 100}
+    assert "chosen by its content" in prose(guess)
+    assert data["dedupe_key"] == ["Beleg"]
+    report = importer.check(path, schema=data, now=NOW)
+    assert (report.valid, report.filtered, report.rejected) == (20, 0, 0)
+    assert report.stats.value_per_event["purchase"] == sum(
+        round((10 + i * 97.31 + (4.9 if i % 2 else 0)) * 100) for i in range(20)
+    )
+
+
+@pytest.mark.parametrize(
+    ("cell", "dedupe"),
+    [
+        (lambda i: f"{0x9AB12345CD678901E + i * 7919:X}", True),  # hex transaction ids
+        (lambda i: f"R{123 + i:06d}", True),
+        (lambda i: str(5000 + i), True),  # order numbers counting up
+        (lambda i: str(9000 - 3 * i), True),  # ... or down
+        (lambda i: str(uuid.UUID(int=10**30 + i * 104729)), True),
+        (lambda i: str(1 + i), False),  # row numbers: another export numbers other rows so
+        (lambda i: str((i * 7919) % 10007 + 100), False),  # unique but in no order
+        (lambda i: str(1_740_000_000 + i * 60), False),  # epoch times
+        (lambda i: f"{12 + i},50 €", False),  # amounts
+        (lambda i: f"Kunde Nummer {i}", False),  # free text
+    ],
+)
+def test_unique_id_by_content(tmp_path: Path, cell: Any, dedupe: bool) -> None:
+    """A unique column whose name says nothing ('Beleg') is the dedupe_key by its values."""
+    rows = [
+        [cell(i), f"u{i}@x.com", f"2025-03-{1 + i:02d}T10:00:00Z", "paid", "11", "22"]
+        for i in range(15)
+    ]
+    header = ["Beleg", "Mail", "Zeit", "Zustand", "experiment_id", "variation_id"]
+    path = write_rows(tmp_path / "i.csv", header, rows)
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    if dedupe:
+        assert data["dedupe_key"] == ["Beleg"]
+    else:
+        assert "dedupe_key" not in data
+    report = importer.check(path, schema=data, now=NOW)
+    assert (report.valid, report.filtered, report.rejected) == (15, 0, 0)
+
+
+PAYPAL_HEADER = [
+    "Date",
+    "Time",
+    "TimeZone",
+    "Name",
+    "Type",
+    "Status",
+    "Currency",
+    "Gross",
+    "Fee",
+    "From Email Address",
+    "Transaction ID",
+    "Custom Number",
+]
+
+
+def paypal_rows(count: int) -> list[list[str]]:
+    """A PayPal-style activity export: Date and Time apart, ids of experiments in a text."""
+    base = datetime(2025, 1, 1, 8, 0)
+    rows = []
+    for i in range(count):
+        when = base + timedelta(days=i % 150, minutes=37 * i)
+        custom = f"exp={1001 + i % 2};var={20 + i % 3}" if i % 4 else ["", "gift"][i % 8 // 4]
+        rows.append(
+            [
+                when.strftime("%d/%m/%Y"),
+                when.strftime("%H:%M:%S"),
+                "CET",
+                ["Jürgen Müller", "Ana López", "Bob"][i % 3],
+                ["Website Payment", "Express Checkout Payment"][i % 2],
+                ["Completed", "Completed", "Completed", "Pending", "Denied"][i % 5],
+                ["EUR", "USD"][i % 2],
+                euro(1 + i * 53.17),
+                "0,00",
+                f"Buyer{i % 7}@Example.com",
+                f"{0x9AB12345CD678901E + i * 104729:X}",
+                custom,
+            ]
+        )
+    return rows
+
+
+def test_paypal_date_and_time_apart(tmp_path: Path) -> None:
+    """Dates in one column and times of day in another: a TODO, never silent midnights."""
+    rows = paypal_rows(60)
+    path = write_rows(tmp_path / "paypal.csv", PAYPAL_HEADER, rows)
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    time = parse(guess)["time"]
+    assert time["column"] == "Date"
+    assert time["format"].startswith("TODO: combine 'Date' and 'Time' into one column")
+    assert time["format"].endswith("or accept day precision: %d/%m/%Y")
+    assert time["timezone"] == (
+        "TODO: IANA zone of these times ('TimeZone' says CET), e.g. America/New_York"
+    )
+    assert guess.todos == ["project_id.value", "account_id.value", "time.format", "time.timezone"]
+    text = prose(guess)
+    assert "WARNING: 'Date' holds dates only" in text
+    assert "cannot combine two" in text
+    assert 'format = "%d/%m/%Y %H:%M:%S"' in text
+    assert "'TimeZone' holds a time zone on each row" in text
+    assert any("'Time' the times of day" in note for note in guess.notes)
+    assert data["dedupe_key"] == ["Transaction ID"]
+
+    # Accepting day precision (and the zone), the rows check.
+    schema = fill_todos(parse(guess), guess.todos, format="%d/%m/%Y", timezone="Europe/Berlin")
+    report = importer.check(path, schema=schema, now=NOW)
+    sent = sum(1 for row in rows if row[5] == "Completed" and "exp=" in row[11])
+    assert (report.valid, report.filtered, report.rejected) == (sent, len(rows) - sent, 0)
+
+
+def test_dates_without_a_time_column_are_days(tmp_path: Path) -> None:
+    """Dates only and no column of times of day: the date format, said to be midnights."""
+    rows = [[r[0], *r[3:]] for r in paypal_rows(20)]
+    header = [PAYPAL_HEADER[0], *PAYPAL_HEADER[3:]]
+    guess = guess_schema(write_rows(tmp_path / "days.csv", header, rows))
+    data = assert_well_formed(guess)
+
+    assert data["time"] == {
+        "column": "Date",
+        "format": "%d/%m/%Y",
+        "timezone": data["time"]["timezone"],
+    }
+    assert guess.todos == ["project_id.value", "account_id.value", "time.timezone"]
+    assert "every event is sent at midnight of its day" in prose(guess)
+    assert "WARNING" not in guess.text
+
+
+@pytest.mark.parametrize(
+    ("template", "experiment", "variation", "matches"),
+    [
+        ("exp={e};var={v}", r"exp=(\d+)", r"var=(\d+)", r"(?s).*exp=\d+.*"),
+        ("ref=x&experiment={e}&variation={v}", r"experiment=(\d+)", r"variation=(\d+)", None),
+        ("gift\nEXP: {e} / VAR: {v}", r"EXP\s*:\s*(\d+)", r"VAR\s*:\s*(\d+)", None),
+    ],
+)
+def test_experiment_ids_inside_text(
+    tmp_path: Path, template: str, experiment: str, variation: str, matches: str | None
+) -> None:
+    """'exp=1002;var=21' in a note: one column read twice with extract patterns, and a filter
+    leaving out the rows without it."""
+    rows = [
+        [
+            f"ORD-{i}",
+            f"u{i}@x.com",
+            f"2025-03-{1 + i:02d}T10:00:00Z",
+            template.format(e=1001 + i % 2, v=20 + i % 3) if i % 3 else ["", "gift wrap"][i % 2],
+        ]
+        for i in range(24)
+    ]
+    path = write_rows(tmp_path / "x.csv", ["order_id", "email", "ts", "Note"], rows)
+    guess = guess_schema(path)
+    data = assert_well_formed(guess)
+
+    assert data["experiments"] == [
+        {
+            "experiment_column": "Note",
+            "variation_column": "Note",
+            "experiment_extract": experiment,
+            "variation_extract": variation,
+        }
+    ]
+    key = experiment.removesuffix(r"(\d+)")
+    assert data["filter"] == [{"column": "Note", "matches": matches or rf"(?s).*{key}\d+.*"}]
+    assert guess.todos == ["project_id.value", "account_id.value"]
+    report = importer.check(path, schema=data, now=NOW)
+    sent = sum(1 for i in range(24) if i % 3)
+    assert (report.valid, report.filtered, report.rejected) == (sent, 24 - sent, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "zone", "timezone"),
+    [
+        ("created_at", None, "TODO: IANA zone of these times, e.g. America/New_York"),
+        ("created_utc", None, "UTC"),
+        ("created_at", "America/New_York", None),  # Arrow timestamps with a zone: instants
+    ],
+)
+@pytest.mark.parametrize("as_file", [False, True])
+def test_arrow_timestamps_without_a_zone(
+    tmp_path: Path, name: str, zone: str | None, timezone: str | None, as_file: bool
+) -> None:
+    """Naive Parquet/DataFrame timestamps need a timezone, or every row is time-no-zone."""
+    times = pd.to_datetime([f"2025-03-{1 + i:02d} 10:30:00" for i in range(8)])
+    frame = pd.DataFrame(
+        {
+            "order_id": [f"A-{i}" for i in range(8)],
+            "email": [f"u{i}@x.com" for i in range(8)],
+            name: times.tz_localize(zone) if zone else times,
+            "experiment_id": ["11"] * 8,
+            "variation_id": ["22"] * 8,
+        }
+    )
+    source: Any = frame
+    if as_file:
+        source = tmp_path / "orders.parquet"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source)
+    guess = guess_schema(source)
+    data = assert_well_formed(guess)
+
+    assert data["time"]["column"] == name
+    assert parse(guess)["time"].get("timezone") == timezone
+    assert ("time.timezone" in guess.todos) == (timezone is not None and "TODO" in timezone)
+    report = importer.check(source, schema=data, now=NOW)
+    assert (report.valid, report.filtered, report.rejected) == (8, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "table"),
+    [
+        (CsvOptions(encoding="latin-1"), {"encoding": "latin-1"}),
+        (CsvOptions(encoding="latin-1", delimiter=";"), {"encoding": "latin-1", "delimiter": ";"}),
+    ],
+)
+def test_csv_options_encoding(tmp_path: Path, options: CsvOptions, table: dict[str, str]) -> None:
+    """A Latin-1 file is read with csv_options, and the schema says so in [csv] for check."""
+    rows = woo_rows(30, symbol="")  # Latin-1 has no euro sign
+    path = write_delimited(
+        tmp_path / "latin1.csv", WOO_HEADER, rows, delimiter=";", encoding="latin-1"
+    )
+    with pytest.raises(SourceError, match="not valid utf-8"):
+        guess_schema(path)
+    guess = guess_schema(path, csv_options=options)
+    data = assert_well_formed(guess)
+
+    assert data["csv"] == table
+    assert data["value"]["currency_column"] == "Währung"
+    assert "Rückerstattet" in guess.text
+    assert ("as given" in guess.notes[0]) == ("delimiter" in table)
+    report = importer.check(path, schema=data, now=NOW)
+    sent = sum(1 for row in rows if folded(row[1]) == "abgeschlossen" and "optimizely" in row[7])
+    assert (report.valid, report.filtered, report.rejected) == (sent, len(rows) - sent, 0)
