@@ -480,8 +480,9 @@ async def send_async(
     report.warnings += scale_warnings(opened, loaded)
     settings.rejected_rows, settings.columns = rows_writer(rejects_rows, opened, loaded)
     destination = SANDBOX if sandbox else mapper.endpoint
+    replay = rejects is not None or rejects_rows is not None
     store = await asyncio.to_thread(
-        _open_ledger, ledger, opened, loaded, destination, new_run, unknown
+        _open_ledger, ledger, opened, loaded, destination, new_run, unknown, replay
     )
     report.extra["resume"] = store.resume.__dict__ if isinstance(store, SqliteLedger) else None
     if isinstance(store, SqliteLedger):
@@ -525,12 +526,18 @@ def _open_ledger(
     destination: str,
     new_run: bool,
     unknown: Unknown,
+    replay_rejects: bool = False,
 ) -> SqliteLedger | MemoryLedger:
     if path is None:
         return MemoryLedger()
     key = RunKey(source.key, source.name, source.fingerprint(), schema.fingerprint(), destination)
     return SqliteLedger(
-        ledger_path(path), key, new_run=new_run, unknown=unknown, dedupe=bool(schema.dedupe_key)
+        ledger_path(path),
+        key,
+        new_run=new_run,
+        unknown=unknown,
+        dedupe=bool(schema.dedupe_key),
+        replay_rejects=replay_rejects,
     )
 
 

@@ -97,6 +97,9 @@ CREATE TABLE IF NOT EXISTS failures (
     run_id INTEGER NOT NULL, position INTEGER NOT NULL, file TEXT, row INTEGER, line INTEGER,
     url TEXT NOT NULL, attempts INTEGER NOT NULL, status INTEGER, error TEXT, time REAL,
     currency TEXT, PRIMARY KEY (run_id, position)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejected_ranges (
+    run_id INTEGER NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
+    PRIMARY KEY (run_id, start)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedupe_keys (
     destination TEXT NOT NULL, key TEXT NOT NULL, run_id INTEGER NOT NULL,
     position INTEGER NOT NULL, PRIMARY KEY (destination, key)) WITHOUT ROWID;
@@ -363,6 +366,7 @@ class SqliteLedger:
         unknown: Unknown = "resend",
         flush_rows: int = DEFAULT_FLUSH_ROWS,
         dedupe: bool = False,
+        replay_rejects: bool = False,
     ) -> None:
         self.path = Path(path)
         self.key = key
@@ -383,6 +387,17 @@ class SqliteLedger:
             self._file_lock.release()
             raise
         self._snapshot = self.settled.copy()
+        if replay_rejects:  # re-read rows rejected before, so a rejects file lists them again
+            self._snapshot = self._snapshot.difference(self._rejected_before())
+
+    def _rejected_before(self) -> IntervalSet:
+        try:
+            rows = self.db.execute(
+                "SELECT start, stop FROM rejected_ranges WHERE run_id = ?", (self.run_id,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise ledger_error(self.path, exc) from exc
+        return IntervalSet(rows)
 
     def _open_run(self, new_run: bool, unknown: Unknown) -> tuple[int, bool]:
         """Find or start the run, load its ranges, apply the unknown policy."""
@@ -515,12 +530,22 @@ class SqliteLedger:
         filtered = filtered_positions(mapped)
         if not rejected and not filtered:
             return
+        if rejected:  # rows re-read to list them again (replay_rejects) are not counted twice
+            again = self.settled.contains(np.array(rejected, dtype=np.int64))
+            rejected = [p for p, seen in zip(rejected, again.tolist(), strict=True) if not seen]
         with self._transaction():
             self.settled.add(rejected + filtered)
             self.db.execute(
                 "UPDATE runs SET rejected = rejected + ?, filtered = filtered + ? WHERE id = ?",
                 (len(rejected), len(filtered), self.run_id),
             )
+            if rejected:
+                ranges = IntervalSet()
+                ranges.add(rejected)
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO rejected_ranges VALUES (?, ?, ?)",
+                    [(self.run_id, a, b) for a, b in ranges.ranges],
+                )
             self._write_ranges()
 
     def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted:

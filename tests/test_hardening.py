@@ -211,3 +211,34 @@ def test_a_full_disk_stops_the_run_within_seconds(tmp_path: Path) -> None:
     assert str(ledger) in result.stderr and "full" in result.stderr
     assert "MB free there" in result.stderr and "Traceback" not in result.stderr
     assert took < 120
+
+
+def test_a_rerun_reports_the_runs_rejects_as_they_are(tmp_path: Path) -> None:
+    """Re-running a finished send with --rejects writes the same rejects and exits 3 again."""
+    data = write_sales(tmp_path / "s.csv", 0, 50)
+    lines = data.read_text().splitlines()
+    lines[3] = lines[3].replace(",purchase,", ",,")  # event name empty
+    lines[40] = lines[40].rsplit(",", 1)[0] + ",yesterday"  # time-format
+    data.write_text("\n".join(lines) + "\n")
+    schema = schema_toml(tmp_path / "schema.toml")
+    ledger = tmp_path / "ledger.sqlite"
+    with CollectorProcess(tmp_path / "r.ndjson") as collector:
+        first = cli(
+            *send_args(
+                data, schema, collector.url, ledger, "--rejects", str(tmp_path / "first.csv")
+            )
+        )
+        again = cli(
+            *send_args(
+                data, schema, collector.url, ledger, "--rejects", str(tmp_path / "again.csv")
+            )
+        )
+        received = sum(collector.accepted().values())
+    assert (first.returncode, again.returncode) == (3, 3)
+    assert (tmp_path / "again.csv").read_text() == (tmp_path / "first.csv").read_text()
+    assert len((tmp_path / "first.csv").read_text().splitlines()) == 3
+    report = json.loads(again.stdout)
+    assert (report["sent"], report["rejected"], report["skipped_done"]) == (0, 2, 48)
+    assert received == 48
+    status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)
+    assert status[0]["rejected"] == 2  # not counted twice
