@@ -238,6 +238,29 @@ def _monitor(
     return monitor, (log.close if log is not None else lambda: None)
 
 
+def _monitored(
+    work: Callable[[Monitor], Report],
+    *,
+    quiet: bool,
+    log_file: Path | None,
+    interval: float,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    """Run a send or retry with its monitor and log, show the report, exit with its code."""
+    monitor, close_log = _monitor(quiet, log_file, interval, verbose)
+    try:
+        report = _run(lambda: work(monitor))
+        _finish(monitor, report)
+    except typer.Exit as stopped:
+        monitor.event("error", exit_code=stopped.exit_code)
+        raise
+    finally:
+        close_log()
+    _show(report, as_json)
+    raise typer.Exit(report.exit_code)
+
+
 def _finish(monitor: Monitor, report: Report) -> None:
     """The closing event, and every warning and note on stderr as well as in the report."""
     data = report.to_dict()
@@ -441,35 +464,30 @@ def send(
         yes = _confirm(banner, "Send these events?")
     control = Control()
     _on_signals(control)
-    monitor, close_log = _monitor(quiet, log_file, status_interval, verbose)
-    try:
-        report = _run(
-            lambda: api.send(
-                files,
-                yes=yes,
-                schema=schema,
-                endpoint=endpoint,
-                sandbox=sandbox,
-                options=options,
-                rejects=rejects,
-                rejects_rows=rejects_rows,
-                since=since,
-                until=until,
-                ledger=None if no_ledger else _ledger(ledger),
-                new_run=new_run,
-                unknown=unknown.value,
-                progress=monitor,
-                control=control,
-            )
-        )
-        _finish(monitor, report)
-    except typer.Exit as stopped:
-        monitor.event("error", exit_code=stopped.exit_code)
-        raise
-    finally:
-        close_log()
-    _show(report, as_json)
-    raise typer.Exit(report.exit_code)
+    _monitored(
+        lambda monitor: api.send(
+            files,
+            yes=yes,
+            schema=schema,
+            endpoint=endpoint,
+            sandbox=sandbox,
+            options=options,
+            rejects=rejects,
+            rejects_rows=rejects_rows,
+            since=since,
+            until=until,
+            ledger=None if no_ledger else _ledger(ledger),
+            new_run=new_run,
+            unknown=unknown.value,
+            progress=monitor,
+            control=control,
+        ),
+        quiet=quiet,
+        log_file=log_file,
+        interval=status_interval,
+        verbose=verbose,
+        as_json=as_json,
+    )
 
 
 @app.command()
@@ -532,26 +550,21 @@ def retry(
         yes = _confirm(banner, "Re-send these rows?")
     control = Control()
     _on_signals(control)
-    monitor, close_log = _monitor(quiet, log_file, status_interval, verbose)
-    try:
-        report = _run(
-            lambda: api.retry(
-                yes=yes,
-                ledger=_ledger(ledger),
-                run=run,
-                options=options,
-                progress=monitor,
-                control=control,
-            )
-        )
-        _finish(monitor, report)
-    except typer.Exit as stopped:
-        monitor.event("error", exit_code=stopped.exit_code)
-        raise
-    finally:
-        close_log()
-    _show(report, as_json)
-    raise typer.Exit(report.exit_code)
+    _monitored(
+        lambda monitor: api.retry(
+            yes=yes,
+            ledger=_ledger(ledger),
+            run=run,
+            options=options,
+            progress=monitor,
+            control=control,
+        ),
+        quiet=quiet,
+        log_file=log_file,
+        interval=status_interval,
+        verbose=verbose,
+        as_json=as_json,
+    )
 
 
 @failures_app.command("export")
