@@ -34,6 +34,13 @@ def integrity(ledger: Path) -> str:
         return str(db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+def settled_sent(ledger: Path) -> int:
+    """Rows the ledger has recorded as sent."""
+    with sqlite3.connect(ledger) as db:
+        row = db.execute("SELECT coalesce(sum(sent), 0) FROM runs").fetchone()
+    return int(row[0])
+
+
 def reported_unknown(stderr: str) -> int:
     """The unknown count a run announced when it resumed (0 if it did not)."""
     found = re.search(r"resumed: [\d,]+ already sent, ([\d,]+) unknown", stderr)
@@ -66,6 +73,8 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.sqlite"
     rng = random.Random(20261126)
     unknown_reported = 0
+    progress: list[int] = []
+    assert SALES_SCHEMA["dedupe_key"]  # the crash loop runs with a dedupe key
     with CollectorProcess(tmp_path / "received.ndjson") as collector:
         args = send_args(data, schema, collector.url, ledger)
         for _ in range(10):
@@ -81,6 +90,9 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path) -> None:
             _, stderr = process.communicate(timeout=30)
             unknown_reported += reported_unknown(stderr)
             assert integrity(ledger) == "ok"
+            progress.append(settled_sent(ledger))
+        # With a dedupe key, each resume moves on (a resume once stalled re-claiming keys).
+        assert progress == sorted(progress) and progress[-1] > progress[0]
         final = cli(*args)
         unknown_reported += reported_unknown(final.stderr)
         assert final.returncode == 0, final.stderr

@@ -424,3 +424,10 @@ def test_the_production_gate_with_the_real_default_endpoint(tmp_path: Path, yes:
         # so it stops there with exit 2, nothing sent).
         assert connections >= 1
         assert "TLS" in err
+
+
+def test_version() -> None:
+    from importer._version import __version__
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"event-backfill {__version__}"
