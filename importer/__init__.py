@@ -33,7 +33,7 @@ _EXPORTS = {
     "Report": "importer.report",
     "Schema": "importer.schema",
     "load_schema": "importer.schema",
-    "SendOptions": "importer.sender",
+    "SendOptions": "importer.options",
     "RunningCollector": "importer.collector",
     "Faults": "importer.collector",
     "Progress": "importer.progress",

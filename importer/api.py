@@ -23,26 +23,20 @@ from importer import history
 if TYPE_CHECKING:
     import pandas as pd
 from importer.collector import Collector
+from importer.collector import Faults as Faults  # the CLI's one door is this module
+from importer.collector import serve as serve
 from importer.errors import UsageError
-from importer.ledger import (
-    DEFAULT_LEDGER,
-    SANDBOX,
-    LedgerPath,
-    MemoryLedger,
-    RunKey,
-    SqliteLedger,
-    Unknown,
-    ledger_path,
-)
+from importer.ledger import SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
 from importer.mapping import Mapped, Mapper, as_text, empty_events
+from importer.options import DEFAULT_LEDGER, LedgerPath, SendOptions, ledger_path
 from importer.pipeline import mapped_batches
 from importer.preflight import Template, check_host, is_loopback, parse_template, preflight
 from importer.progress import ProgressLike, choose
 from importer.render import gate_banner, resume_lines
 from importer.report import RejectedRowsWriter, RejectsWriter, Report
-from importer.run import DEFAULT_SEND_BATCH_SIZE, Control, RunSettings, deliver, source_feed
+from importer.run import DEFAULT_SEND_BATCH_SIZE, RunSettings, deliver, source_feed
+from importer.run import Control as Control
 from importer.schema import Schema, load_schema
-from importer.sender import SendOptions
 from importer.source import DEFAULT_BATCH_SIZE, Source, open_source
 from importer.times import window_bound
 

@@ -9,32 +9,47 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib
 import json
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from importer import api
-from importer.collector import DEFAULT_HOST, DEFAULT_PORT, Faults, serve
 from importer.errors import ImporterError, UsageError
-from importer.ledger import DEFAULT_LEDGER, LEDGER_ENV, LedgerPath, ledger_path
-from importer.progress import Monitor, Progress, TqdmProgress
-from importer.report import Report
-from importer.run import Control
-from importer.sender import (
+from importer.options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_GIVE_UP_AFTER,
+    DEFAULT_HOST,
+    DEFAULT_LEDGER,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PORT,
     DEFAULT_TOTAL_TIMEOUT,
+    LEDGER_ENV,
+    LedgerPath,
     SendOptions,
+    ledger_path,
 )
+from importer.progress import Monitor, Progress, TqdmProgress
+
+if TYPE_CHECKING:
+    from importer import api
+    from importer.report import Report
+else:
+
+    class _Later:
+        """``importer.api``, imported on first use: --help and --version stay instant."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(importlib.import_module("importer.api"), name)
+
+    api = _Later()
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -462,7 +477,7 @@ def send(
             )
         )
         yes = _confirm(banner, "Send these events?")
-    control = Control()
+    control = api.Control()
     _on_signals(control)
     _monitored(
         lambda monitor: api.send(
@@ -548,7 +563,7 @@ def retry(
     if not yes:
         banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
         yes = _confirm(banner, "Re-send these rows?")
-    control = Control()
+    control = api.Control()
     _on_signals(control)
     _monitored(
         lambda monitor: api.retry(
@@ -680,7 +695,7 @@ def _first_comment(path: Path) -> str:
     return ""
 
 
-def _on_signals(control: Control) -> None:
+def _on_signals(control: api.Control) -> None:
     """First SIGINT/SIGTERM: stop gracefully. Second: exit at once, leases left for resume."""
 
     def handle(signum: int, frame: object) -> None:
@@ -748,7 +763,7 @@ def collector(
     """
     window = _run(lambda: _window(bad_request_window))
     faults = _run(
-        lambda: Faults(
+        lambda: api.Faults(
             error_rate=fail_rate,
             throttle_rate=throttle_rate,
             retry_after=retry_after,
@@ -769,7 +784,9 @@ def collector(
 
     try:
         _run(
-            lambda: asyncio.run(serve(host, port, record=record, faults=faults, announce=announce))
+            lambda: asyncio.run(
+                api.serve(host, port, record=record, faults=faults, announce=announce)
+            )
         )
     except KeyboardInterrupt:
         typer.echo("collector stopped", err=True)

@@ -30,9 +30,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from importer.errors import UsageError
+from importer.options import DEFAULT_HOST
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
 STATUS_RESET = 0
 STATUS_HANG = -1
 

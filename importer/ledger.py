@@ -20,8 +20,6 @@ query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledge
 from __future__ import annotations
 
 import contextlib
-import enum
-import fcntl
 import json
 import os
 import shutil
@@ -30,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -40,39 +38,13 @@ from yarl import URL
 from importer.errors import ImporterError, LedgerDamagedError, LedgerError, RunMismatchError
 from importer.intervals import IntervalSet
 from importer.mapping import Mapped
+from importer.options import (
+    DEFAULT_LEDGER,
+    LEDGER_ENV,
+    default_ledger,
+    ledger_path,
+)
 from importer.sender import Failure, Work
-
-LEDGER_ENV = "EVENT_BACKFILL_LEDGER"
-
-
-class _Default(enum.Enum):
-    LEDGER = "the default ledger"
-
-
-# The ledger a run uses unless told otherwise: $EVENT_BACKFILL_LEDGER, else ledger.sqlite in
-# the user's data directory. Never relative to the working directory: the same command run
-# from another directory must find the same ledger (and never send a file twice).
-DEFAULT_LEDGER: Final = _Default.LEDGER
-LedgerPath = str | Path | Literal[_Default.LEDGER]
-
-
-def default_ledger() -> Path:
-    """Where the ledger lives when no --ledger is given."""
-    configured = os.environ.get(LEDGER_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("event-backfill", appauthor=False) / "ledger.sqlite"
-
-
-def ledger_path(path: LedgerPath | None) -> Path:
-    """A ledger argument as a path (the default one for DEFAULT_LEDGER or None)."""
-    if path is None or path is DEFAULT_LEDGER:
-        return default_ledger()
-    assert not isinstance(path, _Default)
-    return Path(path).expanduser()
-
 
 DEFAULT_FLUSH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 0.2
@@ -308,7 +280,7 @@ class FileLock:
                 f"{path}: cannot create the ledger here ({exc.strerror}); pass another --ledger"
             ) from exc
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(self._fd, exclusive=True)
         except BlockingIOError:
             os.close(self._fd)
             holder = _read_pid(self.path)
@@ -320,7 +292,7 @@ class FileLock:
             self.path.write_text(str(os.getpid()))
 
     def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        _unlock(self._fd)
         os.close(self._fd)
 
 
@@ -330,12 +302,26 @@ def in_use(path: Path) -> bool:
         return False
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        _flock(fd, exclusive=False)
     except BlockingIOError:
         return True
     finally:
         os.close(fd)
     return False
+
+
+def _flock(fd: int, *, exclusive: bool) -> None:
+    """Lock without waiting (BlockingIOError if held). POSIX only: fcntl is imported here,
+    not at the top, so the package imports (and --help runs) on any platform."""
+    import fcntl
+
+    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+
+
+def _unlock(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _read_pid(path: Path) -> str:

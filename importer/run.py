@@ -22,10 +22,11 @@ import pyarrow as pa
 from importer.errors import ImporterError
 from importer.ledger import DEFAULT_FLUSH_SECONDS, Admitted, work_of
 from importer.mapping import Mapped, Mapper
+from importer.options import SendOptions
 from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
 from importer.report import RejectedRowsWriter, RejectsWriter, Report
-from importer.sender import Failure, Outcome, Sender, SendOptions
+from importer.sender import Failure, Outcome, Sender
 from importer.source import Source
 
 DEFAULT_LEASE_ROWS = 1024

@@ -28,48 +28,13 @@ from yarl import URL
 
 from importer._version import __version__
 from importer.errors import DeliveryError, PermanentError, TransientError
+from importer.options import (
+    SendOptions,
+)
 from importer.preflight import verifying_context
 
-DEFAULT_CONCURRENCY = 32
-DEFAULT_MAX_ATTEMPTS = 8
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_TOTAL_TIMEOUT = 30.0
-DEFAULT_BACKOFF_BASE = 0.5
-DEFAULT_BACKOFF_CAP = 30.0
-DEFAULT_MAX_RETRY_AFTER = 120.0
-DEFAULT_GIVE_UP_AFTER = 300.0
-DEFAULT_DRAIN_TIMEOUT = 30.0
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 _RETRY_AFTER_MARGIN = 0.02  # arrive just after the server's moment, never just before
-
-
-@dataclass(frozen=True)
-class SendOptions:
-    """How to send. Every field has a DEFAULT_* constant.
-
-    Attributes:
-        concurrency: requests in flight at once.
-        rate: at most this many requests per second (None: as fast as the pool allows).
-        connect_timeout: seconds to open a connection.
-        total_timeout: seconds for a whole request.
-        max_attempts: attempts per row before it fails (while the endpoint works).
-        backoff_base: first retry delay bound, doubled per attempt (full jitter).
-        backoff_cap: the largest retry delay.
-        max_retry_after: the longest Retry-After honoured.
-        give_up_after: stop when nothing succeeded for this many seconds.
-        drain_timeout: on a graceful stop, how long in-flight requests may finish.
-    """
-
-    concurrency: int = DEFAULT_CONCURRENCY
-    rate: float | None = None
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    backoff_base: float = DEFAULT_BACKOFF_BASE
-    backoff_cap: float = DEFAULT_BACKOFF_CAP
-    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
-    give_up_after: float = DEFAULT_GIVE_UP_AFTER
-    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 @dataclass

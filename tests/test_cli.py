@@ -164,3 +164,21 @@ def test_console_script_picks_an_allocator_that_returns_memory(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() in expected
+
+
+def test_help_and_version_import_no_heavy_package() -> None:
+    """--help and --version start at once: no pyarrow, pandas, numpy or aiohttp imported."""
+    import subprocess
+    import sys
+
+    for flag in ("--help", "--version"):
+        probe = (
+            "import sys\n"
+            "from importer.cli import main\n"
+            f"sys.argv = ['event-backfill', '{flag}']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('pyarrow', 'pandas', 'numpy', 'aiohttp') if m in sys.modules]\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert "HEAVY []" in done.stderr, (flag, done.stderr)
