@@ -204,14 +204,17 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
-def _confirm(banner: str | None, question: str) -> bool:
+def _confirm(banner: str | None, question: str, *, yes: bool) -> bool:
     """The production gate: nothing to ask for loopback; a prompt on a terminal; else --yes.
 
+    The banner is printed with --yes too, so a cron log says what went to production.
     Returns whether the run may send to a real endpoint.
     """
     if banner is None:
-        return False
+        return yes
     typer.echo(banner, err=True)
+    if yes:
+        return True
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         typer.echo(
             "error: not a terminal, so nobody can confirm: nothing was sent. Pass --yes to "
@@ -220,8 +223,12 @@ def _confirm(banner: str | None, question: str) -> bool:
             err=True,
         )
         raise typer.Exit(2)
-    if not typer.confirm(question, default=False, err=True):
-        typer.echo("nothing was sent", err=True)
+    try:
+        confirmed = typer.confirm(question, default=False, err=True)
+    except (typer.Abort, EOFError):  # Ctrl-C or Ctrl-D at the prompt: a no
+        confirmed = False
+    if not confirmed:
+        typer.echo("\nnothing was sent", err=True)
         raise typer.Exit(2)
     return True
 
@@ -283,6 +290,9 @@ def _finish(monitor: Monitor, report: Report) -> None:
     monitor.event(
         "stop" if report.pending else "finish",
         message=None,
+        source=report.source,
+        ledger=(data.get("ledger") or {}).get("path"),
+        rows_done=report.rows_read - report.pending,
         exit_code=report.exit_code,
         reason=stopped,
         accounting=report.accounting,
@@ -465,7 +475,7 @@ def send(
         give_up_after=give_up_after,
         drain_timeout=drain_timeout,
     )
-    if not sandbox and not yes:
+    if not sandbox:
         banner = _run(
             lambda: api.production_summary(
                 files,
@@ -476,7 +486,7 @@ def send(
                 ledger=None if no_ledger else _ledger(ledger),
             )
         )
-        yes = _confirm(banner, "Send these events?")
+        yes = _confirm(banner, "Send these events?", yes=yes)
     control = api.Control()
     _on_signals(control)
     _monitored(
@@ -560,9 +570,8 @@ def retry(
     options = SendOptions(
         concurrency=concurrency, rate=rate, max_attempts=max_attempts, give_up_after=give_up_after
     )
-    if not yes:
-        banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
-        yes = _confirm(banner, "Re-send these rows?")
+    banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
+    yes = _confirm(banner, "Re-send these rows?", yes=yes)
     control = api.Control()
     _on_signals(control)
     _monitored(

@@ -79,8 +79,10 @@ class DeliveryError(Exception):
         status: the HTTP status, or None when no response came.
         reason: a short human text (``"503 Service Unavailable"``, ``"connection refused"``).
         retry_after: seconds the server asked us to wait, if it said so.
-        maybe_delivered: False only when the request certainly never reached the server
-            (the connection could not be opened), so resending it cannot duplicate it.
+        maybe_delivered: False when resending cannot duplicate the event: the connection
+            could not be opened, or the server answered with an error status (it said it
+            did not take the event). True when the request was cut off or timed out after it
+            was written.
     """
 
     def __init__(

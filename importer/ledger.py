@@ -242,9 +242,10 @@ def ledger_error(path: Path, exc: sqlite3.Error) -> ImporterError:
     ):
         return LedgerDamagedError(
             f"{path} is damaged or not a ledger (SQLite: {text}); nothing was sent. Move it "
-            f"aside (mv '{path}' '{path}.damaged') and run again with a new ledger: rows it "
-            "recorded as sent are then sent again unless the schema has a dedupe_key, so "
-            "restore a backup of the ledger if you have one."
+            f"aside (mv '{path}' '{path}.damaged') and restore a backup of it if you have one. "
+            "A new ledger knows nothing of what was sent (nor its dedupe keys): the same "
+            "command would send every row again; use --since/--until to send only what is "
+            "missing."
         )
     if "full" in text or "disk I/O" in text or "readonly" in text or "read-only" in text:
         try:

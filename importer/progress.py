@@ -187,10 +187,10 @@ class Monitor:
         of = f" of {self.total:,}" if self.total else ""
         counts = ", ".join(f"{k} {v:,}" for k, v in self.counts.items())
         line = f"{self.done:,}{of} rows settled ({counts}); {self.done / elapsed:,.0f} rows/s"
-        if self._silent >= 1:
+        if self._silent >= 1:  # an old error is no news once requests get through again
             line += f"; {self._silent:.0f} s without success"
-        if self._last_error:
-            line += f"; last error: {self._last_error}"
+            if self._last_error:
+                line += f"; last error: {self._last_error}"
         return line
 
     def event(self, name: str, message: str | None = None, **fields: Any) -> None:

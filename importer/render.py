@@ -49,6 +49,12 @@ def render_text(report: Report) -> str:
         out.append(f"rejected    {report.rejected:>12,}")
     if report.blank_lines:
         out.append(f"  ({report.blank_lines:,} blank lines ignored)")
+    if sending and (report.rejected_earlier or report.failed_earlier):
+        out.append(
+            f"  (this run holds {report.rejected_earlier:,} rows rejected and "
+            f"{report.failed_earlier:,} failed by its earlier runs, counted in skipped; "
+            "--rejects lists the rejects again)"
+        )
     out.append(report.accounting + ("" if report.balanced() else "   << DOES NOT BALANCE: a bug"))
     out += _filters(report)
     out += _rules(report)

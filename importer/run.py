@@ -224,8 +224,8 @@ def stop_notes(
         )
     elif outcome.stopped in ("interrupted", "aborted"):
         notes.append(
-            f"stopped on request with {outcome.pending:,} rows pending: run the same "
-            "command again to resume."
+            f"stopped on request with {outcome.pending:,} rows pending (rows not read yet "
+            "are not counted here): run the same command again to resume."
         )
     elif outcome.stopped == "error":
         notes.append(f"stopped by an error with {outcome.pending:,} rows pending (see below).")

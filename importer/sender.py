@@ -34,6 +34,9 @@ from importer.options import (
 from importer.preflight import verifying_context
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# Statuses that say "the endpoint (or what is in front of it) cannot serve now", not "this
+# request is wrong": like a refused connection, they count against a row only on evidence.
+_ENDPOINT_STATUSES = frozenset({429, 502, 503, 504})
 _RETRY_AFTER_MARGIN = 0.02  # arrive just after the server's moment, never just before
 
 
@@ -102,6 +105,7 @@ class _Item:
     __slots__ = (
         "attempts",
         "error",
+        "first_started",
         "index",
         "maybe",
         "maybe_delivered",
@@ -116,6 +120,7 @@ class _Item:
         self.index = index
         self.attempts = 0
         self.started = 0.0  # when the current attempt began (monotonic)
+        self.first_started = 0.0  # when its first attempt began
         self.strikes = 0  # failed attempts during which another request succeeded
         self.maybe = 0  # failed attempts whose request may have arrived (cut off, timed out)
         self.maybe_delivered = False
@@ -160,9 +165,10 @@ def classify(status: int, reason: str, retry_after: float | None) -> DeliveryErr
     if 200 <= status < 300:
         return None
     text = f"{status} {reason}".strip()
+    # An answer with an error status says the event was not taken: resending is no duplicate.
     if status in TRANSIENT_STATUSES or 500 <= status < 600:
-        return TransientError(text, status=status, retry_after=retry_after)
-    return PermanentError(text, status=status)
+        return TransientError(text, status=status, retry_after=retry_after, maybe_delivered=False)
+    return PermanentError(text, status=status, maybe_delivered=False)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -351,6 +357,8 @@ class Sender:
             self._inflight.add(item)
             item.attempts += 1
             item.started = time.monotonic()
+            if item.attempts == 1:
+                item.first_started = item.started
             try:  # one attempt (inline: this runs once per request)
                 await self._request(item.work.urls[item.index])
             except TransientError as err:
@@ -448,19 +456,31 @@ class Sender:
         return len(acked)
 
     def _transient(self, item: _Item, err: DeliveryError) -> None:
+        """A failed attempt worth retrying: retry it, fail the row, or leave it unknown.
+
+        * A request that may have arrived (cut off or timed out after it was written)
+          counts always: after ``max_attempts`` of those the row is parked, unknown, for the
+          next run's ``--unknown`` policy; each retry of one adds to the duplicate bound.
+        * Otherwise a failure counts against the row (a strike) only on evidence that the
+          endpoint worked while this row failed: for the server's own answer about this
+          request (500, 408...) a success of another request since the row's first attempt;
+          for what an outage looks like (no answer, 429, 502-504) a success during this very
+          attempt. After ``max_attempts`` strikes the row fails permanently.
+        """
         item.status, item.error = err.status, err.reason
         self.last_error = err.reason
         item.maybe_delivered |= err.maybe_delivered
         if err.maybe_delivered:
             item.maybe += 1
             if item.maybe >= self.options.max_attempts:
-                # Each retry could be a duplicate: stop at max_attempts such requests and
-                # leave the row unknown (pending), for the --unknown policy of the next run.
                 self.outcome.parked += 1
                 self._parked.append(item)
                 return
             self.outcome.maybe_twice += 1
-            item.strikes += 1  # another request got through meanwhile: this one counts
+        answered = err.status is not None and err.status not in _ENDPOINT_STATUSES
+        since = item.first_started if answered else item.started
+        if not err.maybe_delivered and self._last_success > since:
+            item.strikes += 1
             if item.strikes >= self.options.max_attempts:
                 self._fail(item, err)  # the endpoint works, this row keeps failing
                 return

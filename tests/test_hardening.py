@@ -242,3 +242,35 @@ def test_a_rerun_reports_the_runs_rejects_as_they_are(tmp_path: Path) -> None:
     assert received == 48
     status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)
     assert status[0]["rejected"] == 2  # not counted twice
+
+
+def test_error_statuses_are_answers_not_maybe_arrivals(tmp_path: Path) -> None:
+    """A 500 on some rows while others succeed fails them (exit 4), none left unknown; a 503
+    for everyone is an outage: pending, nothing unknown, nothing failed."""
+    data = write_sales(tmp_path / "s.csv", 0, 200)
+    schema = schema_toml(tmp_path / "schema.toml")
+
+    async def some_500(request: web.Request) -> web.StreamResponse:
+        broken = request.query["u"].endswith("3")
+        return web.Response(status=500 if broken else 200)
+
+    async def all_503(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=503)
+
+    results = []
+    for handler, extra in (
+        (some_500, ["--max-attempts", "3"]),
+        (all_503, ["--give-up-after", "3"]),
+    ):
+        server = Server(handler)
+        try:
+            url = f"http://127.0.0.1:{server.port}/event"
+            ledger = tmp_path / f"{handler.__name__}.sqlite"
+            results.append(cli(*send_args(data, schema, url, ledger, *extra), timeout=120))
+        finally:
+            server.close()
+    partial, outage = (json.loads(r.stdout) for r in results)
+    assert results[0].returncode == 4, results[0].stderr
+    assert (partial["failed"], partial["sent"], partial["unknown"]) == (20, 180, 0)
+    assert results[1].returncode == 1
+    assert (outage["failed"], outage["pending"], outage["unknown"]) == (0, 200, 0)
