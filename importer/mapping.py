@@ -8,9 +8,12 @@ that breaks any rule is rejected with every rule it breaks; it never stops the r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import sys
 import time as _time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,14 +25,51 @@ import pyarrow.compute as pc
 
 from importer import encode
 from importer.errors import SchemaError
+from importer.preflight import MAX_HOST_BYTES, MAX_LABEL_BYTES, PLACEHOLDER
 from importer.rules import RULES, Violations
 from importer.schema import DigitsField, Filter, Schema, TextField, read_salt
 from importer.source import Batch
 from importer.times import parse_times
 from importer.values import parse_values
 
-_CONTROL = r"[\x00-\x1f\x7f]"
-_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# Text fields (user id, event name, segment values) refuse characters of these Unicode
+# categories: controls, format (zero-width, BOM, soft hyphen, bidi marks), line and paragraph
+# separators, surrogates, private use and unassigned. A cell must also have something
+# visible: a letter, number, punctuation or symbol (not one of the blank letters below).
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+VISIBLE_CATEGORIES = frozenset("LNPS")  # major classes
+_BLANK_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"  # Hangul fillers, Braille blank
+_ASCII_FORBIDDEN = r"[\x00-\x1f\x7f]"
+_ASCII_VISIBLE = r"[!-~]"
+# The first byte of every form of @ that EMAIL knows (non-ASCII bytes are looked at too). A
+# column of plain ASCII ids without them is cleared by a pass over its bytes, no regex.
+_EMAIL_BYTES = b"@%&([{<"
+
+# An email address anywhere in a cell, as people and systems write it: a local part (its last
+# character), an @ (also fullwidth U+FF20, small U+FE6B, %40 however often encoded, an HTML
+# entity, "(at)" or "[at]"), then a domain of at least two labels (dots may be fullwidth,
+# ideographic, %2E or "(dot)"), or a [literal]. Spaces and invisible characters around the @
+# are allowed: "eve\t@example.com" is an email too.
+_GAP = (
+    r"[\t\n\v\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200F}\x{2028}-\x{202F}"
+    r"\x{205F}-\x{2064}\x{3000}\x{FEFF}]*"
+)
+_AT = (
+    r"(?:[@\x{FF20}\x{FE6B}]|(?i:%(?:25)*40|&#0*64;|&#x0*40;|&commat;)"
+    rf"|(?i:[(\[{{<]{_GAP}at{_GAP}[)\]}}>]))"
+)
+_LOCAL_END = r"[^\t\n\v\f\r @\x{FF20}\x{FE6B}<>()\[\]{},;:]"
+_LABEL = r"[\p{L}\p{N}][\p{L}\p{N}\p{M}_-]*"
+_DOT = (
+    r"(?:[.\x{FF0E}\x{3002}\x{FF61}]|(?i:%2e)"
+    rf"|{_GAP}(?i:[(\[{{<]{_GAP}dot{_GAP}[)\]}}>]){_GAP})"
+)
+_TLD = r"\p{L}[\p{L}\p{N}\p{M}-]*"
+_DOMAIN = rf"(?:{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}{_TLD}|\[[0-9A-Fa-f:.]+\])"
+_AT_SIGN = rf"{_LOCAL_END}{_GAP}{_AT}{_GAP}"
+EMAIL = _AT_SIGN + _DOMAIN
+# What a masked email keeps of its domain when no whole domain follows the @.
+_DOMAIN_RUN = r"[^\t\n\v\f\r <>\"'(),;:\[\]{}@\x{FF20}\x{FE6B}]*"
 _VARIATION = r"^[0-9]+(_[0-9]+)*$"
 _GOALS = r"^[0-9]+(,[0-9]+)*$"
 _KEY_SEPARATOR = "\x1f"
@@ -94,7 +134,12 @@ class Mapper:
         self.since, self.until = since, until
         spec = schema.user_id
         self.salt = read_salt(spec.salt_env) if spec.salt_env else ""
+        # Rejected user ids that look like emails are masked in every output, unless the
+        # user said emails are fine to see (allow_email).
+        self.masked = {spec.column} if spec.column and not spec.allow_email else set()
+        self.project_limit = project_id_limit(self.endpoint)
         _check_patterns(schema, origin)
+        _check_project_constant(schema, self.endpoint, self.project_limit, origin)
 
     def map(self, batch: Batch) -> Mapped:
         """Filter, validate and encode one batch."""
@@ -134,6 +179,7 @@ class Mapper:
         texts = _Texts(data, found)
         params: dict[str, encode.Piece] = {}
         params["a"] = self._digits(self.schema.project_id, texts, found, "project-id-digits")
+        self._project_length(params["a"], found)
         params["d"] = self._digits(self.schema.account_id, texts, found, "account-id-digits")
         params["u"] = self._user(texts, found)
         params["n"] = self._text(self.schema.event_name, texts, found, "event-name")
@@ -189,24 +235,32 @@ class Mapper:
         found.add(pc.invert(pc.ascii_is_decimal(cells)), rule, spec.column, cells)
         return cells
 
+    def _project_length(self, cells: encode.Piece, found: Violations) -> None:
+        """Project ids too long for the endpoint's host name (a label, or the whole name)."""
+        limit = self.project_limit
+        if limit is None or not isinstance(cells, pa.Array):
+            return
+        long = _np(pc.greater(pc.binary_length(cells), limit))
+        if long.any():
+            long &= _np(pc.ascii_is_decimal(cells))  # others are project-id-digits already
+            column = self.schema.project_id.column or "project_id"
+            found.add(long, "project-id-length", column, lambda: start_of(cells))
+
     def _text(self, spec: TextField, texts: _Texts, found: Violations, prefix: str) -> encode.Piece:
         if spec.value is not None:
             return spec.value
         assert spec.column is not None
         cells = texts.get(spec.column, spec.extract)
-        found.add(pc.equal(pc.binary_length(cells), 0), f"{prefix}-empty", spec.column, cells)
-        found.add(
-            pc.match_substring_regex(cells, _CONTROL), f"{prefix}-control", spec.column, cells
-        )
+        forbidden, blank = characters(cells)
+        found.add(blank, f"{prefix}-empty", spec.column, cells)
+        found.add(forbidden, f"{prefix}-control", spec.column, cells)
         return cells
 
     def _user(self, texts: _Texts, found: Violations) -> encode.Piece:
         spec = self.schema.user_id
         cells = self._text(spec, texts, found, "user-id")
-        if spec.hash == "none" and not spec.allow_email:
-            column = spec.column or "user_id"
-            if not isinstance(cells, str) and pc.any(pc.match_substring(cells, "@")).as_py():
-                found.add(pc.match_substring_regex(cells, _EMAIL), "user-id-email", column, cells)
+        if spec.hash == "none" and not spec.allow_email and isinstance(cells, pa.Array):
+            found.add(looks_like_email(cells), "user-id-email", spec.column or "user_id", cells)
         cells = _normalize(cells, spec.normalize, hashed=spec.hash == "sha256")
         if spec.hash == "sha256":
             return _hash_ids(cells, self.salt)
@@ -297,13 +351,12 @@ class Mapper:
         if spec.value is not None:
             return spec.value
         assert spec.column is not None
-        written = texts.get(spec.column, spec.extract)
-        cells = pc.replace_substring(written, " ", "")
+        cells = texts.get(spec.column, spec.extract)  # trimmed; nothing else is taken out
         empty = pc.equal(pc.binary_length(cells), 0)
         if spec.required:
-            found.add(empty, "goal-ids-missing", spec.column, written)
+            found.add(empty, "goal-ids-missing", spec.column, cells)
         bad = pc.and_(pc.invert(empty), pc.invert(pc.match_substring_regex(cells, _GOALS)))
-        found.add(bad, "goal-ids-format", spec.column, written)
+        found.add(bad, "goal-ids-format", spec.column, cells)
         return pc.if_else(empty, pa.scalar(None, pa.string()), cells)
 
     def _value(self, texts: _Texts, found: Violations, data: pa.RecordBatch) -> encode.Piece:
@@ -337,9 +390,9 @@ class Mapper:
             empty = pc.equal(pc.binary_length(cells), 0)
             if segment.required:
                 found.add(empty, "segment-missing", segment.column, cells)
-            found.add(
-                pc.match_substring_regex(cells, _CONTROL), "segment-control", segment.column, cells
-            )
+            forbidden, blank = characters(cells)
+            invisible = pc.or_(forbidden, pc.and_(blank, pc.invert(empty)))
+            found.add(invisible, "segment-control", segment.column, cells)
             value = pc.if_else(empty, pa.scalar(None, pa.string()), encode.quote_array(cells))
             pieces.append(pc.binary_join_element_wise(f"s{segment.id}=", value, ""))
         if not pieces:
@@ -392,7 +445,7 @@ class Mapper:
                 key_list = keys.filter(pa.array(valid)).to_pylist()
         elif keys is not None:
             key_list = []
-        rejects = _rejects(batch, found)
+        rejects = _rejects(batch, found, self.masked)
         left_out = int(outside.sum()) if outside is not None else 0
         return Mapped(
             batch,
@@ -532,12 +585,149 @@ def _normalize(cells: encode.Piece, how: str, *, hashed: bool) -> encode.Piece:
     if cells is None or how == "trim" or (how == "auto" and not hashed):
         return cells
     if isinstance(cells, str):
-        looks = how == "email" or "@" in cells
+        looks = how == "email" or bool(looks_like_email(pa.array([cells]))[0].as_py())
         return cells.lower() if looks else cells
     lowered = pc.utf8_lower(cells)
     if how == "email":
         return lowered
-    return pc.if_else(pc.match_substring_regex(cells, _EMAIL), lowered, cells)
+    return pc.if_else(looks_like_email(cells), lowered, cells)
+
+
+def looks_like_email(cells: pa.Array) -> pa.Array:
+    """Whether each cell holds an email address anywhere, in any of the forms of EMAIL."""
+    data = _value_bytes(cells)
+    if data is not None and not _may_hold_email(data):
+        return pa.repeat(pa.scalar(False), len(cells))
+    return pc.match_substring_regex(cells, EMAIL)
+
+
+def _may_hold_email(data: np.ndarray) -> bool:
+    return bool((data >= 0x80).any() or any((data == byte).any() for byte in _EMAIL_BYTES))
+
+
+def _value_bytes(cells: pa.Array) -> np.ndarray | None:
+    """The UTF-8 bytes of all the cells of a string column, one numpy view (no copy); None
+    when the column is not a plain string array."""
+    if not isinstance(cells, pa.StringArray):
+        return None
+    offsets_buffer, data_buffer = cells.buffers()[1:3]
+    if offsets_buffer is None or data_buffer is None:
+        return np.zeros(0, dtype=np.uint8)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)
+    start, end = offsets[cells.offset], offsets[cells.offset + len(cells)]
+    return np.frombuffer(data_buffer, dtype=np.uint8)[start:end]
+
+
+def mask_emails(values: pa.Array) -> pa.Array:
+    """Email-like values as their first letter or digit, '***@' and the domain.
+
+    ``Bob <bob@example.com>`` becomes ``B***@example.com``, ``eve\t@example.com``
+    ``e***@example.com``. Any value with an @ (in any form EMAIL knows) after some
+    character is masked, even without a whole domain (a cell cut short, say); others
+    are kept as they are.
+    """
+    values = pc.cast(values, pa.string())
+    maskable = pc.fill_null(pc.match_substring_regex(values, _AT_SIGN), False)
+    if not pc.any(maskable).as_py():
+        return values
+    first = pc.utf8_slice_codeunits(
+        pc.replace_substring_regex(values, r"^[^\p{L}\p{N}]+", ""), 0, 1
+    )
+    whole = pc.replace_substring_regex(
+        values, rf"^(?s:.)*?{_AT_SIGN}({_DOMAIN})(?s:.)*$", r"\1", max_replacements=1
+    )
+    run = pc.replace_substring_regex(
+        values, rf"^(?s:.)*?{_AT_SIGN}({_DOMAIN_RUN})(?s:.)*$", r"\1", max_replacements=1
+    )
+    domain = pc.if_else(looks_like_email(values), whole, run)
+    masked = pc.binary_join_element_wise(first, "***@", domain, "")
+    return pc.if_else(maskable, masked, values)
+
+
+def characters(cells: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """For each text cell: whether it holds a forbidden character, and whether it has no
+    visible one (empty cells included). See FORBIDDEN_CATEGORIES."""
+    empty = pc.equal(pc.binary_length(cells), 0)
+    data = _value_bytes(cells)
+    if data is not None and not ((data < 0x20).any() or (data >= 0x7F).any()):
+        return pa.repeat(pa.scalar(False), len(cells)), empty  # printable ASCII, trimmed
+    if pc.all(pc.string_is_ascii(cells)).as_py() is not False:
+        forbidden = pc.match_substring_regex(cells, _ASCII_FORBIDDEN)
+        visible = pc.match_substring_regex(cells, _ASCII_VISIBLE)
+    else:
+        forbidden_class, visible_class = unicode_classes()
+        forbidden = pc.match_substring_regex(cells, forbidden_class)
+        visible = pc.match_substring_regex(cells, visible_class)
+    return forbidden, pc.invert(visible)
+
+
+@functools.cache
+def unicode_classes() -> tuple[str, str]:
+    """RE2 character classes: the forbidden characters, and the visible ones.
+
+    Built once per process from Python's Unicode database, so that what is refused does not
+    depend on the Unicode version of the regular expression engine. Surrogates are left
+    out: they cannot occur in UTF-8 text.
+    """
+    names = "".join(map(unicodedata.category, map(chr, range(sys.maxunicode + 1))))
+    codes = np.frombuffer(names.encode("ascii"), dtype="<u2")
+    majors = codes & 0xFF  # the first letter of each two-letter category
+    forbidden = np.isin(codes, [_category_code(c) for c in FORBIDDEN_CATEGORIES])
+    forbidden[0xD800:0xE000] = False
+    visible = np.isin(majors, [ord(c) for c in VISIBLE_CATEGORIES])
+    visible[[ord(c) for c in _BLANK_LETTERS]] = False
+    return _char_class(forbidden), _char_class(visible)
+
+
+def _category_code(name: str) -> int:
+    return int(np.frombuffer(name.encode("ascii"), dtype="<u2")[0])
+
+
+def _char_class(flags: np.ndarray) -> str:
+    """An RE2 character class of the code points where ``flags`` is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], flags, [False])).astype(np.int8)))
+    parts = []
+    for start, end in zip(edges[::2].tolist(), (edges[1::2] - 1).tolist(), strict=True):
+        parts.append(f"\\x{{{start:X}}}" if start == end else f"\\x{{{start:X}}}-\\x{{{end:X}}}")
+    return "[" + "".join(parts) + "]"
+
+
+def project_id_limit(endpoint: str) -> int | None:
+    """The most digits a project id may have in the endpoint's host name, or None when
+    ``{project_id}`` is not in the host. DNS holds 63 bytes per label, 253 per name."""
+    _, sep, rest = endpoint.partition("://")
+    if not sep:
+        return None
+    authority = rest
+    for stop in "/?#":
+        authority = authority.split(stop, 1)[0]
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):  # an IPv6 literal: preflight refuses {project_id} in it
+        return None
+    host = host.split(":", 1)[0].removesuffix(".")
+    count = host.count(PLACEHOLDER)
+    if not count:
+        return None
+    limits = [(MAX_HOST_BYTES - len(host.replace(PLACEHOLDER, "").encode())) // count]
+    for label in host.split("."):
+        if PLACEHOLDER in label:
+            fixed = len(label.replace(PLACEHOLDER, "").encode())
+            limits.append((MAX_LABEL_BYTES - fixed) // label.count(PLACEHOLDER))
+    return max(min(limits), 0)
+
+
+def _check_project_constant(schema: Schema, endpoint: str, limit: int | None, origin: str) -> None:
+    """Refuse a constant project id the endpoint's host cannot hold, before reading a row."""
+    value = schema.project_id.value
+    if limit is None or value is None or len(value) <= limit:
+        return
+    raise SchemaError(
+        f"project id has {len(value)} digits, but the host of {endpoint!r} holds at most "
+        f"{limit} (a DNS label is at most {MAX_LABEL_BYTES} bytes, a host name "
+        f"{MAX_HOST_BYTES})",
+        origin=origin,
+        key="project_id.value",
+    )
 
 
 def _check_patterns(schema: Schema, origin: str) -> None:
@@ -680,7 +870,9 @@ def empty_events() -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
-def _rejects(batch: Batch, found: Violations) -> pa.Table:
+def _rejects(batch: Batch, found: Violations, masked: set[str] | None = None) -> pa.Table:
+    """The rejects table: the one source of the report's examples, the --rejects file and
+    the --rejects-rows messages, so values of ``masked`` columns are masked here."""
     parts: list[pa.Table] = []
     for item in found.items:
         index = np.flatnonzero(item.mask)
@@ -689,6 +881,8 @@ def _rejects(batch: Batch, found: Violations) -> pa.Table:
             if item.raw is not None
             else pa.nulls(len(index), pa.string())
         )
+        if masked and item.column in masked:
+            raw = mask_emails(raw)
         parts.append(
             pa.table(
                 {

@@ -18,13 +18,17 @@ RULES: dict[str, str] = {
     "csv-malformed": "the record does not have the header's number of columns, or a quote is "
     "not closed (other records are inside it); check its quoting and delimiter",
     "project-id-digits": "project id must be ASCII digits only (it becomes part of the host name)",
+    "project-id-length": "project id is too long for the endpoint's host name (a DNS label holds "
+    "63 bytes, a host name 253: at most 63 digits with the default endpoint)",
     "account-id-digits": "account id must be ASCII digits only",
-    "user-id-empty": "user id is empty; every event needs a user",
-    "user-id-control": "user id contains control characters (tab, newline, NUL...); clean the cell",
+    "user-id-empty": "user id is empty (or has no visible character); every event needs a user",
+    "user-id-control": "user id contains control or invisible characters (tab, newline, NUL, "
+    "zero-width...); clean the cell",
     "user-id-email": 'user id looks like an email address; set user_id.hash = "sha256" '
     "(or user_id.allow_email = true)",
-    "event-name-empty": "event name is empty",
-    "event-name-control": "event name contains control characters; clean the cell",
+    "event-name-empty": "event name is empty (or has no visible character)",
+    "event-name-control": "event name contains control or invisible characters (tab, newline, "
+    "NUL, zero-width...); clean the cell",
     "experiment-missing": "no experiment/variation pair: every event needs at least one",
     "experiment-id-digits": "experiment id must be digits",
     "experiment-duplicate": "the same experiment id comes twice (two columns, or a column and "
@@ -36,10 +40,11 @@ RULES: dict[str, str] = {
     "extract-no-match": "the cell does not match the field's extract pattern; fix the cell, "
     "or the pattern (or add a [[filter]] so rows without it are not conversions)",
     "goal-ids-missing": "goal ids are empty",
-    "goal-ids-format": "goal ids must be digits separated by commas, e.g. 12345,4324234",
+    "goal-ids-format": "goal ids must be ASCII digits separated by commas, no spaces, "
+    "e.g. 12345,4324234",
     "value-missing": "value is empty; fill it or set value.required = false",
-    "value-format": "value is not a number; set value.thousands_separator / value.strip "
-    "if the cell has separators or currency symbols",
+    "value-format": "value is not a number of ASCII digits; set value.thousands_separator / "
+    "value.strip if the cell has separators, spaces or currency symbols",
     "value-not-finite": "value is NaN or infinite",
     "value-rounding": "value is not a whole number after scaling; fix the amount or set "
     "value.rounding",
@@ -56,7 +61,8 @@ RULES: dict[str, str] = {
     "time-too-old": "time is older than checks.oldest / checks.max_age_days",
     "time-future": "time is in the future beyond checks.max_future_seconds",
     "segment-missing": "segment value is empty",
-    "segment-control": "segment value contains control characters",
+    "segment-control": "segment value contains control or invisible characters (tab, newline, "
+    "NUL, zero-width...), or nothing visible",
     "dedupe-key-empty": "a dedupe_key column is empty, so the event cannot be sent once only",
     "url-too-long": "the request would be longer than checks.max_url_bytes",
 }

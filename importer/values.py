@@ -9,6 +9,7 @@ per distinct text.
 from __future__ import annotations
 
 import decimal
+import re
 from decimal import Decimal
 
 import numpy as np
@@ -21,6 +22,13 @@ from importer.schema import ValueField
 
 INT64_MAX = 2**63 - 1
 _NUMBER = r"^(?P<sign>[+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?$"
+# What Decimal may read once symbols and separators are gone: ASCII digits, a sign, a point
+# and an exponent, or NaN/Infinity (refused as value-not-finite). Decimal alone would also
+# read fullwidth or Arabic-Indic digits (U+FF11 U+FF12 as 12) and surrounding whitespace.
+_DECIMAL_TEXT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:s?nan[0-9]*|inf(?:inity)?))",
+    re.ASCII,
+)
 _ROUNDING = {
     "half_even": decimal.ROUND_HALF_EVEN,
     "half_up": decimal.ROUND_HALF_UP,
@@ -184,10 +192,10 @@ def scale_decimal(text: str, spec: ValueField, places: int = -1) -> tuple[int | 
         spec: the schema's value options (scale and rounding).
         places: decimal places from a currency code, or -1 to use ``spec.scale``.
     """
-    if "_" in text:  # Decimal would read "1_000" as 1000
+    if not _DECIMAL_TEXT.fullmatch(text):  # not "1_000", " 5", nor fullwidth digits
         return None, "value-format"
     try:
-        amount = Decimal(text.strip())
+        amount = Decimal(text)
     except decimal.InvalidOperation:
         return None, "value-format"
     if not amount.is_finite():
