@@ -67,6 +67,23 @@ def schema_toml(path: Path, schema: dict[str, Any] = SALES_SCHEMA) -> Path:
     return path
 
 
+def send_args(data: Path, schema: Path, url: str, ledger: Path, *extra: str) -> list[str]:
+    """``send DATA -s SCHEMA --endpoint URL --ledger LEDGER -q --json`` plus options."""
+    return [
+        "send",
+        str(data),
+        "-s",
+        str(schema),
+        "--endpoint",
+        url,
+        "--ledger",
+        str(ledger),
+        "-q",
+        "--json",
+        *extra,
+    ]
+
+
 def cli(
     *args: str, timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -24,26 +24,11 @@ from .helpers import (
     cli,
     order_of,
     schema_toml,
+    send_args,
     start_cli,
     wait_for,
     write_sales,
 )
-
-
-def send_args(data: Path, schema: Path, url: str, ledger: Path, *extra: str) -> list[str]:
-    return [
-        "send",
-        str(data),
-        "-s",
-        str(schema),
-        "--endpoint",
-        url,
-        "--ledger",
-        str(ledger),
-        "-q",
-        "--json",
-        *extra,
-    ]
 
 
 @pytest.mark.slow

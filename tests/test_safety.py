@@ -25,6 +25,7 @@ from .helpers import (
     cli,
     free_port,
     schema_toml,
+    send_args,
     start_cli,
     write_sales,
 )
@@ -153,16 +154,12 @@ def test_a_redirect_is_a_permanent_failure_showing_where_it_points(tmp_path: Pat
     try:
         data = write_sales(tmp_path / "s.csv", 0, 3)
         result = cli(
-            "send",
-            str(data),
-            "-s",
-            str(production_schema(tmp_path)),
-            "--endpoint",
-            f"http://127.0.0.1:{server.port}/event",
-            "-q",
-            "--json",
-            "--ledger",
-            str(tmp_path / "l.sqlite"),
+            *send_args(
+                data,
+                production_schema(tmp_path),
+                f"http://127.0.0.1:{server.port}/event",
+                tmp_path / "l.sqlite",
+            )
         )
     finally:
         server.close()
@@ -184,32 +181,12 @@ def test_exit_4_wins_over_3(tmp_path: Path, write_csv) -> None:  # type: ignore[
     data.write_text("\n".join(lines) + "\n")
     with CollectorProcess(tmp_path / "r.ndjson", "--bad-request-match", "u=user-9&") as collector:
         result = cli(
-            "send",
-            str(data),
-            "-s",
-            str(production_schema(tmp_path)),
-            "--endpoint",
-            collector.url,
-            "-q",
-            "--json",
-            "--ledger",
-            str(tmp_path / "l.sqlite"),
+            *send_args(data, production_schema(tmp_path), collector.url, tmp_path / "l.sqlite")
         )
     report = json.loads(result.stdout)
     assert (report["rejected"], report["failed"]) == (1, 1)
     assert result.returncode == 4
-    again = cli(
-        "send",
-        str(data),
-        "-s",
-        str(production_schema(tmp_path)),
-        "--endpoint",
-        collector.url,
-        "-q",
-        "--json",
-        "--ledger",
-        str(tmp_path / "l.sqlite"),
-    )
+    again = cli(*send_args(data, production_schema(tmp_path), collector.url, tmp_path / "l.sqlite"))
     assert again.returncode == 4  # the run still holds the failed row
     assert "event-backfill retry --ledger" in again.stderr
 
