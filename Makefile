@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCHEMAS := schemas
 
-.PHONY: test demo lint bench schema-json clean
+.PHONY: test test-fast demo lint bench schema-json clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The inner loop: everything but the long end-to-end tests (kill -9 loops, outages).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
 
 DEMO_LEDGER := .backfill/demo-ledger.sqlite
 EB := $(VENV)/bin/event-backfill
