@@ -524,7 +524,8 @@ def status(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
     path = ledger_path(ledger)
     frame = _run(lambda: api.status(ledger=path))
     if as_json:
-        typer.echo(frame.to_json(orient="records", indent=2))
+        # Plain json.dumps: pandas' to_json escapes every slash ("http:\/\/...").
+        typer.echo(json.dumps(frame.to_dict("records"), indent=2, default=str))
         raise typer.Exit(0)
     typer.echo(f"ledger: {path}")
     if frame.empty:

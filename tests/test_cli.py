@@ -182,3 +182,24 @@ def test_help_and_version_import_no_heavy_package() -> None:
         )
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         assert "HEAVY []" in done.stderr, (flag, done.stderr)
+
+
+def test_status_json_is_plain_json(tmp_path: Path) -> None:
+    """status --json: no escaped slashes, numbers as numbers."""
+    import json
+    import sqlite3
+
+    from importer.ledger import connect
+
+    ledger = tmp_path / "l.sqlite"
+    connect(ledger).close()
+    with sqlite3.connect(ledger) as db:
+        db.execute(
+            "INSERT INTO runs (source_key, source_name, source_fingerprint, schema_fingerprint, "
+            "endpoint, created, updated) VALUES ('k', 'a/b.csv', 'f', 's', 'http://h/event', 0, 0)"
+        )
+    result = runner.invoke(app, ["status", "--ledger", str(ledger), "--json"])
+    assert result.exit_code == 0
+    assert "\\/" not in result.stdout
+    (run,) = json.loads(result.stdout)
+    assert run["endpoint"] == "http://h/event" and run["sent"] == 0
