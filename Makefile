@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(EB) check sample_data/offline_sales.csv --schema $(SCHEMAS)/offline_sales.toml --quiet
 	@echo
 	@echo "== 2. check a file with a bad row for every rule (exit 3 is expected) =="
+	@mkdir -p .backfill
 	$(EB) check sample_data/bad_rows.csv --schema $(SCHEMAS)/bad_rows.toml --quiet --rejects .backfill/demo-rejects.csv || test $$? -eq 3
 	@echo
 	@echo "== 3. send the export into a local collector (--sandbox) =="

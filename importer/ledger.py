@@ -355,7 +355,7 @@ class SqliteLedger:
         dedupe: bool = False,
         replay_rejects: bool = False,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # messages and hints work from any directory
         self.key = key
         self.flush_rows = flush_rows
         self.dedupe = dedupe
