@@ -218,9 +218,7 @@ class Mapper:
             outside |= seconds >= self.until
         outside &= known
         if outside.any():
-            for item in found.items:
-                item.mask &= ~outside
-            found.items = [item for item in found.items if item.mask.any()]
+            found.exclude(outside)
         return outside
 
     # -- fields -------------------------------------------------------------------------

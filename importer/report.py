@@ -455,18 +455,23 @@ class RejectedRowsWriter:
             value = f" (got {reject['value']!r})" if reject["value"] is not None else ""
             messages.append(f"{where}{reject['message']}{value}")
         batch = mapped.batch
-        index = {int(p): i for i, p in enumerate(batch.positions.tolist())}
         malformed = {m.position: m for m in batch.malformed}
-        data = batch.data
+        parsed = sorted(p for p in said if p not in malformed)
+        rows: dict[int, list[str]] = {}
+        if parsed:  # one take of the rejected rows, not a lookup per cell
+            assert batch.data is not None
+            index = np.searchsorted(batch.positions, parsed)
+            taken = batch.data.select(self.columns).take(pa.array(index)).to_pylist()
+            rows = {
+                p: [_cell(r[c]) for c in self.columns] for p, r in zip(parsed, taken, strict=True)
+            }
         for position in sorted(said):
             rules, messages = said[position]
             if position in malformed:
                 cells = [""] * len(self.columns)
                 messages.append(f"record as read: {malformed[position].text}")
             else:
-                assert data is not None
-                i = index[position]
-                cells = [_cell(data.column(c)[i].as_py()) for c in self.columns]
+                cells = rows[position]
             self._csv.writerow([*cells, ";".join(rules), " | ".join(messages)])
             self.count += 1
 

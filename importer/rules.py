@@ -101,6 +101,12 @@ class Violations:
             cells = raw() if callable(raw) else raw
             self.items.append(Violation(array, rule, column, cells))
 
+    def exclude(self, rows: np.ndarray) -> None:
+        """Forget every rule break of these rows (they are not judged: e.g. filtered)."""
+        for item in self.items:
+            item.mask &= ~rows
+        self.items = [item for item in self.items if item.mask.any()]
+
     def bad(self) -> np.ndarray:
         """True for each row that breaks at least one rule."""
         out = np.zeros(self.size, dtype=bool)

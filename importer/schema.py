@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from importer.errors import SchemaError
+from importer.errors import SchemaError, UsageError
 
 DEFAULT_ENDPOINT = "https://{project_id}.log.optimizely.com/event"
 DEFAULT_MAX_URL_BYTES = 8000
@@ -500,12 +500,16 @@ class Schema(_Model):
 
 
 def check_endpoint(endpoint: str) -> None:
-    """Refuse endpoint templates that are not plain http(s) URLs."""
+    """Refuse endpoint templates the sender could not use (the preflight's own rules)."""
+    from importer.preflight import parse_template
+
     parts = urlsplit(endpoint.replace("{project_id}", "0"))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"'endpoint' must be an http(s) URL, got {endpoint!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"'endpoint' must not carry a query or fragment, got {endpoint!r}")
+    try:
+        parse_template(endpoint)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def read_salt(variable: str) -> str:

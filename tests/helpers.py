@@ -84,6 +84,12 @@ def send_args(data: Path, schema: Path, url: str, ledger: Path, *extra: str) -> 
     ]
 
 
+def reported_unknown(stderr: str) -> int:
+    """The unknown count a run announced when it resumed (0 if it did not)."""
+    found = re.search(r"resumed: [\d,]+ already sent, ([\d,]+) unknown", stderr)
+    return int(found.group(1).replace(",", "")) if found else 0
+
+
 def cli(
     *args: str, timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

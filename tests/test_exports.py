@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from .helpers import CollectorProcess, cli, start_cli, wait_for
+from .helpers import CollectorProcess, cli, reported_unknown, start_cli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = json.loads((ROOT / "sample_data" / "exports_truth.json").read_text())
@@ -219,12 +219,6 @@ def test_kill_9_with_filtered_rows_then_resume(tmp_path: Path) -> None:
     assert set(received) == set(expected)
     assert all(received[e] >= n for e, n in expected.items())
     assert (received - expected).total() <= unknown
-
-
-def reported_unknown(stderr: str) -> int:
-    """The unknown count a run announced when it resumed (0 if it did not)."""
-    found = re.search(r"resumed: [\d,]+ already sent, ([\d,]+) unknown", stderr)
-    return int(found.group(1).replace(",", "")) if found else 0
 
 
 @pytest.mark.parametrize("name", EXPORTS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -23,6 +22,7 @@ from .helpers import (
     Server,
     cli,
     order_of,
+    reported_unknown,
     schema_toml,
     send_args,
     start_cli,
@@ -55,11 +55,6 @@ def test_a_second_path_to_the_ledger_is_locked_too(tmp_path: Path, link: str) ->
     assert max(received.values()) == 1  # no row sent by both
 
 
-def resumed_unknown(stderr: str) -> int:
-    found = re.search(r"resumed: [\d,]+ already sent, ([\d,]+) unknown", stderr)
-    return int(found.group(1).replace(",", "")) if found else 0
-
-
 @pytest.mark.slow
 def test_unknown_rows_stay_unknown_across_a_second_crash(tmp_path: Path) -> None:
     """kill -9 while sending; resume and kill -9 again before it re-sends; then --unknown
@@ -80,7 +75,7 @@ def test_unknown_rows_stay_unknown_across_a_second_crash(tmp_path: Path) -> None
             said += second.stderr.readline()
         second.send_signal(signal.SIGKILL)
         second.communicate()
-        assert resumed_unknown(said) > 0
+        assert reported_unknown(said) > 0
         before = set(collector.accepted())
         third = cli(*args, "--unknown", "skip")
         after = collector.accepted()
@@ -89,7 +84,7 @@ def test_unknown_rows_stay_unknown_across_a_second_crash(tmp_path: Path) -> None
     twice = [q for q in sent_by_third if q in before]
     assert twice == []  # skip never sends what may have arrived
     missing = 20_000 - len({order_of(q) for q in after})
-    assert missing <= resumed_unknown(third.stderr)
+    assert missing <= reported_unknown(third.stderr)
 
 
 class SlowBody:

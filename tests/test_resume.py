@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import signal
 import sqlite3
 import time
@@ -13,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from . import helpers
 from .helpers import (
     SALES_SCHEMA,
     CollectorProcess,
     cli,
     order_of,
+    reported_unknown,
     schema_toml,
     start_cli,
     wait_for,
@@ -41,29 +42,9 @@ def settled_sent(ledger: Path) -> int:
     return int(row[0])
 
 
-def reported_unknown(stderr: str) -> int:
-    """The unknown count a run announced when it resumed (0 if it did not)."""
-    found = re.search(r"resumed: [\d,]+ already sent, ([\d,]+) unknown", stderr)
-    return int(found.group(1).replace(",", "")) if found else 0
-
-
 def send_args(data: Path, schema: Path, url: str, ledger: Path, *extra: str) -> list[str]:
     """The send command line used by these tests (rate-limited so kills land mid-run)."""
-    return [
-        "send",
-        str(data),
-        "--schema",
-        str(schema),
-        "--endpoint",
-        url,
-        "--ledger",
-        str(ledger),
-        "--quiet",
-        "--rate",
-        "4000",
-        "--json",
-        *extra,
-    ]
+    return helpers.send_args(data, schema, url, ledger, "--rate", "4000", *extra)
 
 
 def test_kill_9_at_random_points_loses_nothing(tmp_path: Path) -> None:
