@@ -139,10 +139,12 @@ class CollectorProcess:
         self.url = found.group(1)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every request recorded so far."""
+        """Every request recorded so far (a line still being written is left for later)."""
         if not self.record.exists():
             return []
-        return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+        text = self.record.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def accepted(self) -> Counter[str]:
         """How many times each query was answered 200."""

@@ -185,16 +185,18 @@ def test_kill_9_with_filtered_rows_then_resume(tmp_path: Path) -> None:
         args += ["--ledger", str(ledger), "--json", "-q", "--rate", "1500"]
         progress, unknown = [], 0
         for _ in range(3):
-            process = start_cli(*args)
             before = sum(collector.accepted().values())
-            wait_for(
-                lambda b=before, p=process: (
-                    sum(collector.accepted().values()) > b or p.poll() is not None
+            process = start_cli(*args)
+            try:
+                wait_for(
+                    lambda b=before, p=process: (
+                        sum(collector.accepted().values()) > b or p.poll() is not None
+                    )
                 )
-            )
-            time.sleep(rng.uniform(0.3, 1.0))
-            process.send_signal(signal.SIGKILL)
-            _, stderr = process.communicate()
+                time.sleep(rng.uniform(0.3, 1.0))
+            finally:  # a failed wait must not leave a sender running into the next test
+                process.send_signal(signal.SIGKILL)
+                _, stderr = process.communicate()
             unknown += reported_unknown(stderr)
             progress.append(sum(collector.accepted().values()))
         assert progress[0] < progress[1] < progress[2]  # each resume got further
