@@ -1,4 +1,4 @@
-"""Delivery: one aiohttp session, a bounded pool of workers, retries, give-up, graceful stop.
+"""Delivery: one transport, a bounded pool of workers, retries, give-up, graceful stop.
 
 Rows arrive as :class:`Work` (a batch of URLs with their row identities) on a bounded queue,
 so memory stays flat. ``concurrency`` workers take rows one at a time; transient failures
@@ -9,7 +9,10 @@ another request succeeded after this attempt started. A row fails permanently fo
 transient cause only after ``max_attempts`` such failures; while the endpoint is down
 nothing counts, the row stays pending, and the give-up watchdog stops the run resumably.
 
-aiohttp's exceptions are translated into the project's tree in :func:`translate` only.
+Requests go out through a :class:`~importer.transport.Transport` (aiohttp's by default),
+which only says how each went; every rule above lives here. Time is read from the running
+loop's clock only (``loop.time()``, what ``asyncio.sleep`` and ``wait_for`` use), so a
+virtual-time loop runs these rules in milliseconds.
 """
 
 from __future__ import annotations
@@ -20,57 +23,39 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-import aiohttp
-from yarl import URL
-
-from importer._version import __version__
 from importer.errors import DeliveryError, PermanentError, TransientError
-from importer.options import (
-    SendOptions,
+from importer.options import SendOptions
+from importer.transport import (
+    TRANSIENT_STATUSES,
+    AiohttpTransport,
+    Transport,
+    classify,
+    parse_retry_after,
+    translate,
 )
-from importer.preflight import verifying_context
+from importer.work import Failure, Work
 
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
+__all__ = [
+    "TRANSIENT_STATUSES",
+    "AiohttpTransport",
+    "Failure",
+    "NullTracker",
+    "Outcome",
+    "Sender",
+    "Tracker",
+    "Transport",
+    "Work",
+    "classify",
+    "parse_retry_after",
+    "translate",
+]
+
 # Statuses that say "the endpoint (or what is in front of it) cannot serve now", not "this
 # request is wrong": like a refused connection, they count against a row only on evidence.
 _ENDPOINT_STATUSES = frozenset({429, 502, 503, 504})
 _RETRY_AFTER_MARGIN = 0.02  # arrive just after the server's moment, never just before
-
-
-@dataclass
-class Work:
-    """Rows ready to send, in input order."""
-
-    positions: list[int]
-    urls: list[URL]  # encoded=True: sent byte for byte as built and previewed
-    names: list[str]
-    values: list[int | None]
-    times: list[int]
-    file: str
-    rows: list[int]
-    lines: list[int | None]
-    currencies: list[str | None] | None = None  # ISO 4217 per row, for totals per currency
-
-    def __len__(self) -> int:
-        return len(self.urls)
-
-
-@dataclass
-class Failure:
-    """A row that failed permanently."""
-
-    position: int
-    file: str
-    row: int
-    line: int | None
-    url: str
-    attempts: int
-    status: int | None
-    error: str
-    currency: str | None = None
 
 
 class Tracker(Protocol):
@@ -119,7 +104,7 @@ class _Item:
         self.work = work
         self.index = index
         self.attempts = 0
-        self.started = 0.0  # when the current attempt began (monotonic)
+        self.started = 0.0  # when the current attempt began (the loop's clock)
         self.first_started = 0.0  # when its first attempt began
         self.strikes = 0  # failed attempts during which another request succeeded
         self.maybe = 0  # failed attempts whose request may have arrived (cut off, timed out)
@@ -143,55 +128,14 @@ class Outcome:
     failures: list[Failure] = field(default_factory=list)
 
 
-def translate(exc: BaseException) -> TransientError | PermanentError:
-    """aiohttp and timeout exceptions as the project's delivery errors, in one place."""
-    if isinstance(exc, aiohttp.InvalidURL):
-        return PermanentError(f"invalid URL: {exc}", maybe_delivered=False)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return TransientError("connect timed out", maybe_delivered=False)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransientError(f"cannot connect: {exc.strerror or exc}", maybe_delivered=False)
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return TransientError("timed out waiting for the answer")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return TransientError("server closed the connection")
-    if isinstance(exc, aiohttp.ClientOSError):
-        return TransientError(f"connection error: {exc.strerror or exc}")
-    return TransientError(f"{type(exc).__name__}: {exc}")
-
-
-def classify(status: int, reason: str, retry_after: float | None) -> DeliveryError | None:
-    """None for 2xx; a transient or permanent error for anything else."""
-    if 200 <= status < 300:
-        return None
-    text = f"{status} {reason}".strip()
-    # An answer with an error status says the event was not taken: resending is no duplicate.
-    if status in TRANSIENT_STATUSES or 500 <= status < 600:
-        return TransientError(text, status=status, retry_after=retry_after, maybe_delivered=False)
-    return PermanentError(text, status=status, maybe_delivered=False)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 class Sender:
-    """Delivers Work from a queue through one aiohttp session.
+    """Delivers Work from a queue through one transport.
 
     Args:
         options: how to send.
         tracker: told of every row's fate (the ledger).
         on_done: called with (event name, value, time, currency) of each acknowledged row.
+        transport: sends each request; an :class:`AiohttpTransport` of ``options`` if None.
     """
 
     def __init__(
@@ -200,8 +144,10 @@ class Sender:
         *,
         tracker: Tracker | None = None,
         on_done: Callable[[str, int | None, int, str | None], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.options = options
+        self.transport: Transport = transport or AiohttpTransport(options)
         self.tracker = tracker or NullTracker()
         self.on_done = on_done
         self.outcome = Outcome()
@@ -220,9 +166,10 @@ class Sender:
         self._stop: str | None = None
         self._wake = asyncio.Event()
         self._sleepers = 0
-        self._last_success = time.monotonic()
+        # The clock: the running loop's once run() starts (that of sleeps and timeouts).
+        self._now: Callable[[], float] = time.monotonic
+        self._last_success = self._now()
         self._retry_limit = max(64, options.concurrency * 8)
-        self._session: aiohttp.ClientSession | None = None
         self._limiter: Any = None
         self._random = random.Random()
 
@@ -240,7 +187,7 @@ class Sender:
         """Seconds since the last success while rows are in flight or waiting (else 0)."""
         if not (self._retry or self._inflight):
             return 0.0
-        return max(0.0, time.monotonic() - self._last_success)
+        return max(0.0, self._now() - self._last_success)
 
     @property
     def retrying(self) -> int:
@@ -293,19 +240,13 @@ class Sender:
         Call :meth:`settle` afterwards, once nothing feeds the queue any more.
         """
         opts = self.options
+        self._now = asyncio.get_running_loop().time
+        self._last_success = self._now()  # silence is counted from the start of sending
         if opts.rate:
             from aiolimiter import AsyncLimiter
 
-            self._limiter = AsyncLimiter(opts.rate, 1.0)
-        connector = aiohttp.TCPConnector(
-            limit=opts.concurrency, ttl_dns_cache=300, ssl=verifying_context()
-        )
-        timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout)
-        headers = {"User-Agent": f"event-backfill/{__version__}"}
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=headers, auto_decompress=False
-        ) as session:
-            self._session = session
+            self._limiter = AsyncLimiter(opts.rate, 1.0)  # paced on the loop's clock too
+        async with self.transport:
             workers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]
             watchdog = asyncio.create_task(self._watch())
             try:
@@ -329,8 +270,9 @@ class Sender:
             if self._stop in ("gave-up", "aborted"):
                 break  # in-flight requests are cut off at once
             if self._stop is not None:
-                deadline = deadline or time.monotonic() + self.options.drain_timeout
-                if time.monotonic() >= deadline:
+                if deadline is None:
+                    deadline = self._now() + self.options.drain_timeout
+                if self._now() >= deadline:
                     break
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
@@ -340,12 +282,13 @@ class Sender:
         while True:
             await asyncio.sleep(0.25)
             busy = bool(self._retry or self._inflight)
-            silent = time.monotonic() - self._last_success
+            silent = self._now() - self._last_success
             if busy and self._stop is None and silent > self.options.give_up_after:
                 self.outcome.stopped = "gave-up"
                 self.stop("gave-up")
 
     async def _worker(self) -> None:
+        get, limiter, now = self.transport.get, self._limiter, self._now
         while True:
             item = self._take()
             if item is None:
@@ -356,11 +299,13 @@ class Sender:
                 continue
             self._inflight.add(item)
             item.attempts += 1
-            item.started = time.monotonic()
+            item.started = now()
             if item.attempts == 1:
                 item.first_started = item.started
             try:  # one attempt (inline: this runs once per request)
-                await self._request(item.work.urls[item.index])
+                if limiter is not None:
+                    await limiter.acquire()
+                await get(item.work.urls[item.index])
             except TransientError as err:
                 self._transient(item, err)
             except PermanentError as err:
@@ -369,7 +314,7 @@ class Sender:
                 self._cancelled.append(item)  # cut off mid-request: it may have arrived
                 raise
             else:
-                self._last_success = time.monotonic()
+                self._last_success = now()
                 self._acked.append(item)
             finally:
                 self._inflight.discard(item)
@@ -378,7 +323,7 @@ class Sender:
     def _take(self) -> _Item | None:
         if self._stop is not None:
             return None
-        if self._retry and self._retry[0][0] <= time.monotonic():
+        if self._retry and self._retry[0][0] <= self._now():
             return heapq.heappop(self._retry)[2]
         if len(self._retry) >= self._retry_limit:
             return None  # too many rows failing: let retries drain before taking new ones
@@ -407,8 +352,8 @@ class Sender:
 
     async def _idle(self) -> None:
         wait = 1.0
-        if self._retry:
-            wait = min(wait, max(0.0, self._retry[0][0] - time.monotonic()))
+        if self._retry and self._stop is None:  # once stopping no retry is taken: never spin
+            wait = min(wait, max(0.0, self._retry[0][0] - self._now()))
         wake = self._wake
         self._sleepers += 1
         try:
@@ -417,26 +362,6 @@ class Sender:
             pass
         finally:
             self._sleepers -= 1
-
-    async def _request(self, url: URL) -> None:
-        assert self._session is not None
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        try:
-            async with self._session.get(url, allow_redirects=False) as response:
-                await response.read()
-                status = response.status
-                if 200 <= status < 300:
-                    return
-                reason = response.reason or ""
-                if 300 <= status < 400:  # never followed: the endpoint is wrong, say where to
-                    reason += f" (redirect to {response.headers.get('Location', '?')} not followed)"
-                retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise translate(exc) from exc
-        error = classify(status, reason, retry_after)
-        if error is not None:
-            raise error
 
     def report_acks(self) -> int:
         """Hand the rows acknowledged since the last call to the tracker and ``on_done``.
@@ -487,7 +412,7 @@ class Sender:
         self.outcome.retries += 1
         delay = self._delay(item.attempts, err.retry_after)
         self._seq += 1
-        heapq.heappush(self._retry, (time.monotonic() + delay, self._seq, item))
+        heapq.heappush(self._retry, (self._now() + delay, self._seq, item))
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:

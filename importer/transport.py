@@ -1,0 +1,157 @@
+"""How one request goes out: the sender's transport seam.
+
+The sender decides what to send and when, and what each outcome means for its row (retry,
+strike, fail, park, give up). A transport only sends: :meth:`Transport.get` sends one URL and
+returns when the answer is a 2xx, or raises the project's :class:`TransientError` or
+:class:`PermanentError` saying what went wrong. :class:`AiohttpTransport` is the production
+one; tests plug in scripted ones, and another HTTP client can plug in the same way, using
+:func:`answer_error` for what a non-2xx answer means.
+
+aiohttp's exceptions are translated into the project's tree in :func:`translate` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+import aiohttp
+from yarl import URL
+
+from importer._version import __version__
+from importer.errors import DeliveryError, PermanentError, TransientError
+from importer.options import SendOptions
+from importer.preflight import verifying_context
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+USER_AGENT = f"event-backfill/{__version__}"
+
+
+class Transport(Protocol):
+    """Sends one request per :meth:`get`; entered once per run (opens its connection pool).
+
+    The sender calls ``get`` from up to ``options.concurrency`` tasks at once, and cancels
+    calls in flight when a run is cut off: a cancelled ``get`` must just stop.
+    """
+
+    async def __aenter__(self) -> Self:
+        """Open what requests need (a session, a connection pool)."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close it."""
+        ...
+
+    async def get(self, url: URL) -> None:
+        """Send a GET to ``url`` as it is (never following a redirect).
+
+        Returns on a 2xx. Raises :class:`TransientError` (worth retrying: no connection,
+        timeouts, 408, 425, 429, 5xx; ``maybe_delivered`` says whether the request may have
+        arrived) or :class:`PermanentError` (any other answer).
+        """
+        ...
+
+
+class AiohttpTransport:
+    """One aiohttp session: ``concurrency`` connections, the options' timeouts, verified TLS."""
+
+    def __init__(self, options: SendOptions) -> None:
+        self.options = options
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        opts = self.options
+        connector = aiohttp.TCPConnector(
+            limit=opts.concurrency, ttl_dns_cache=300, ssl=verifying_context()
+        )
+        timeout = aiohttp.ClientTimeout(total=opts.total_timeout, sock_connect=opts.connect_timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def get(self, url: URL) -> None:
+        """See :meth:`Transport.get`. This runs once per request: keep it lean."""
+        assert self._session is not None, "enter the transport first"
+        try:
+            async with self._session.get(url, allow_redirects=False) as response:
+                await response.read()
+                status = response.status
+                if 200 <= status < 300:
+                    return
+                error = answer_error(status, response.reason or "", response.headers)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise translate(exc) from exc
+        if error is not None:
+            raise error
+
+
+def answer_error(status: int, reason: str, headers: Mapping[str, str]) -> DeliveryError | None:
+    """What an HTTP answer means: None for 2xx, else the error to raise (see :func:`classify`).
+
+    A redirect is never followed (the endpoint is wrong): the error says where it pointed.
+    ``headers`` is looked up for ``Location`` and ``Retry-After`` as spelled here.
+    """
+    if 300 <= status < 400:
+        reason += f" (redirect to {headers.get('Location', '?')} not followed)"
+    retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+    return classify(status, reason, retry_after)
+
+
+def translate(exc: BaseException) -> TransientError | PermanentError:
+    """aiohttp and timeout exceptions as the project's delivery errors, in one place."""
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PermanentError(f"invalid URL: {exc}", maybe_delivered=False)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransientError("connect timed out", maybe_delivered=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return TransientError(f"cannot connect: {exc.strerror or exc}", maybe_delivered=False)
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return TransientError("timed out waiting for the answer")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransientError("server closed the connection")
+    if isinstance(exc, aiohttp.ClientOSError):
+        return TransientError(f"connection error: {exc.strerror or exc}")
+    return TransientError(f"{type(exc).__name__}: {exc}")
+
+
+def classify(status: int, reason: str, retry_after: float | None) -> DeliveryError | None:
+    """None for 2xx; a transient or permanent error for anything else."""
+    if 200 <= status < 300:
+        return None
+    text = f"{status} {reason}".strip()
+    # An answer with an error status says the event was not taken: resending is no duplicate.
+    if status in TRANSIENT_STATUSES or 500 <= status < 600:
+        return TransientError(text, status=status, retry_after=retry_after, maybe_delivered=False)
+    return PermanentError(text, status=status, maybe_delivered=False)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
