@@ -4,13 +4,13 @@ Every value is percent-encoded (RFC 3986 unreserved characters kept), so no cell
 change a parameter: ``buy&v=999`` stays one event name. ``g`` keeps its commas literal as
 in the spec. Parameters go in the spec example's order: a, n, u, x…, v, g, d, s…, time.
 
-:func:`encode_event` encodes one event and is the reference; :func:`quote_array` and
-:func:`concat` do the same for whole Arrow columns, quoting each distinct value once.
+:func:`encode_event` encodes one event and is the reference; :func:`event_urls` builds the
+URLs of whole Arrow columns of parameters, quoting each distinct value once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 from urllib.parse import quote as _quote
 
@@ -19,6 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PARAM_ORDER = ("a", "n", "u", "x", "v", "g", "d", "s", "time")
+# How event_urls takes each parameter. Free text is quoted there; the others come URL-safe:
+# digits and commas the mapping checked, or, for x and s, whole fragments that carry their
+# own names ("x1=2&x3=4", "s9=a%20b").
+_QUOTED = frozenset({"n", "u"})
+_FRAGMENTS = frozenset({"x", "s"})
+_OPTIONAL = frozenset({"v", "g", "s"})  # left out of a URL where null
 _SAFE_TEXT = r"^[A-Za-z0-9_.~-]*$"
 # A per-row column of text, a constant for every row, or nothing (the parameter is left out).
 Piece: TypeAlias = "pa.Array | str | None"
@@ -109,6 +115,31 @@ def join_present(pieces: Sequence[Piece], separator: str, size: int) -> pa.Array
     """
     joined = concat([optional(separator, piece) for piece in pieces], size)
     return pc.utf8_slice_codeunits(joined, len(separator))
+
+
+def event_urls(endpoint: str, params: Mapping[str, Piece], size: int) -> pa.Array:
+    """The URL of each of ``size`` events: :func:`encode_event` over whole columns.
+
+    Args:
+        endpoint: the template; a per-row ``a`` gives each row its own host.
+        params: a piece for each name of PARAM_ORDER (other names are not read).
+        size: the number of events.
+    """
+    pieces = url_pieces(endpoint, params["a"])
+    for index, name in enumerate(PARAM_ORDER):
+        value = _quoted(params[name]) if name in _QUOTED else params[name]
+        prefix = ("&" if index else "") + ("" if name in _FRAGMENTS else f"{name}=")
+        if name in _OPTIONAL:
+            pieces.append(optional(prefix, value))
+        else:
+            pieces += [prefix, value]
+    return concat(pieces, size)
+
+
+def _quoted(piece: Piece) -> Piece:
+    if piece is None or isinstance(piece, str):
+        return None if piece is None else quote(piece)
+    return quote_array(piece)
 
 
 def url_pieces(endpoint: str, project: Piece) -> list[Piece]:

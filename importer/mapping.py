@@ -24,11 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import encode
+from importer.arrow import bools
 from importer.errors import SchemaError
 from importer.preflight import MAX_HOST_BYTES, MAX_LABEL_BYTES, PLACEHOLDER
 from importer.rules import RULES, Violations
 from importer.schema import DigitsField, Filter, Schema, TextField, read_salt
 from importer.source import Batch
+from importer.tables import EVENTS_SCHEMA, empty_events, empty_rejects
 from importer.times import parse_times
 from importer.values import parse_values
 
@@ -75,7 +77,6 @@ _GOALS = r"^[0-9]+(,[0-9]+)*$"
 _KEY_SEPARATOR = "\x1f"
 _CELL_START = 60  # characters of a long cell shown in a reject
 
-PARAM_COLUMNS = ("a", "n", "u", "x", "v", "g", "d", "s", "time")
 WINDOW_FILTER = "--since/--until"
 
 
@@ -187,7 +188,7 @@ class Mapper:
         params["g"] = (
             experiment_ids if self.schema.kind == "impression" else self._goals(texts, found)
         )
-        params["v"] = self._value(texts, found, data)
+        params["v"] = self._value(texts, found)
         params["currency"] = self._currency(texts)
         time_spec = self.schema.time
         times = parse_times(
@@ -210,7 +211,7 @@ class Mapper:
         if self.since is None and self.until is None:
             return None
         seconds = pc.fill_null(times, 0).to_numpy(zero_copy_only=False)
-        known = ~_np(pc.is_null(times))
+        known = ~bools(pc.is_null(times))
         outside = np.zeros(len(seconds), dtype=bool)
         if self.since is not None:
             outside |= seconds < self.since
@@ -238,9 +239,9 @@ class Mapper:
         limit = self.project_limit
         if limit is None or not isinstance(cells, pa.Array):
             return
-        long = _np(pc.greater(pc.binary_length(cells), limit))
+        long = bools(pc.greater(pc.binary_length(cells), limit))
         if long.any():
-            long &= _np(pc.ascii_is_decimal(cells))  # others are project-id-digits already
+            long &= bools(pc.ascii_is_decimal(cells))  # others are project-id-digits already
             column = self.schema.project_id.column or "project_id"
             found.add(long, "project-id-length", column, lambda: start_of(cells))
 
@@ -283,8 +284,8 @@ class Mapper:
             )
             exp_arr = _broadcast(exp, size)
             var_arr = _broadcast(var, size)
-            exp_empty = _np(pc.equal(pc.binary_length(exp_arr), 0))
-            var_empty = _np(pc.equal(pc.binary_length(var_arr), 0))
+            exp_empty = bools(pc.equal(pc.binary_length(exp_arr), 0))
+            var_empty = bools(pc.equal(pc.binary_length(var_arr), 0))
             absent = exp_empty & var_empty
             half = exp_empty ^ var_empty
             column = pair.experiment_column or pair.variation_column or "experiments"
@@ -292,8 +293,8 @@ class Mapper:
             found.add(missing, "experiment-missing", column, exp_arr)
             flagged |= missing
             present = ~exp_empty & ~var_empty
-            bad_exp = present & ~_np(pc.ascii_is_decimal(exp_arr))
-            bad_var = present & ~_np(pc.match_substring_regex(var_arr, _VARIATION))
+            bad_exp = present & ~bools(pc.ascii_is_decimal(exp_arr))
+            bad_var = present & ~bools(pc.match_substring_regex(var_arr, _VARIATION))
             found.add(
                 bad_exp, "experiment-id-digits", pair.experiment_column or "experiment", exp_arr
             )
@@ -315,9 +316,9 @@ class Mapper:
         x = encode.join_present(fragments, "&", size)
         joined_ids = encode.join_present(ids, ",", size)
         if len(ids) > 1:
-            twice = _np(_per_distinct(joined_ids, _repeats_an_id))
+            twice = bools(_per_distinct(joined_ids, _repeats_an_id))
             found.add(twice, "experiment-duplicate", self._experiment_column(), joined_ids)
-        none = _np(pc.equal(pc.binary_length(x), 0)) & ~flagged
+        none = bools(pc.equal(pc.binary_length(x), 0)) & ~flagged
         found.add(none, "experiment-missing", self._experiment_column(), x)
         return x, joined_ids
 
@@ -340,7 +341,7 @@ class Mapper:
         found.add(bad, "buckets-invalid", spec.column, lambda: start_of(cells))
         empty = pc.equal(pc.binary_length(frags), 0)
         none = pa.scalar(None, pa.string())
-        return pc.if_else(empty, none, frags), pc.if_else(empty, none, exp_ids), _np(bad)
+        return pc.if_else(empty, none, frags), pc.if_else(empty, none, exp_ids), bools(bad)
 
     def _goals(self, texts: _Texts, found: Violations) -> encode.Piece:
         spec = self.schema.goal_ids
@@ -357,7 +358,7 @@ class Mapper:
         found.add(bad, "goal-ids-format", spec.column, cells)
         return pc.if_else(empty, pa.scalar(None, pa.string()), cells)
 
-    def _value(self, texts: _Texts, found: Violations, data: pa.RecordBatch) -> encode.Piece:
+    def _value(self, texts: _Texts, found: Violations) -> encode.Piece:
         spec = self.schema.value
         if spec is None:
             return None
@@ -466,26 +467,7 @@ class Mapper:
             name: (value if value is None or isinstance(value, str) else pc.filter(value, keep))
             for name, value in params.items()
         }
-        n, u = _quoted(picked["n"]), _quoted(picked["u"])
-        pieces = encode.url_pieces(self.endpoint, picked["a"])
-        pieces += [
-            "a=",
-            picked["a"],
-            "&n=",
-            n,
-            "&u=",
-            u,
-            "&",
-            picked["x"],
-            encode.optional("&v=", picked["v"]),
-            encode.optional("&g=", picked["g"]),
-            "&d=",
-            picked["d"],
-            encode.optional("&", picked["s"]),
-            "&time=",
-            picked["time"],
-        ]
-        url = encode.concat(pieces, count)
+        url = encode.event_urls(self.endpoint, picked, count)
         lengths = encode.lengths(url)
         lines = batch.lines[valid] if batch.lines is not None else None
         columns: dict[str, pa.Array] = {
@@ -496,10 +478,8 @@ class Mapper:
             if lines is not None
             else pa.nulls(count, pa.int64()),
         }
-        for name in PARAM_COLUMNS:
-            columns[name] = _column(
-                picked[name], count, pa.int64() if name in ("v", "time") else pa.string()
-            )
+        for name in encode.PARAM_ORDER:
+            columns[name] = _column(picked[name], count, EVENTS_SCHEMA.field(name).type)
         columns["currency"] = _column(picked["currency"], count, pa.string())
         columns["url"] = url
         return pa.table(columns), lengths
@@ -550,16 +530,16 @@ def start_of(cells: pa.Array, length: int = _CELL_START) -> pa.Array:
 def _passes(spec: Filter, cells: pa.Array) -> np.ndarray:
     """Whether each (trimmed) cell passes one filter."""
     if spec.empty is not None:
-        empty = _np(pc.equal(pc.binary_length(cells), 0))
+        empty = bools(pc.equal(pc.binary_length(cells), 0))
         return empty if spec.empty else ~empty
     if spec.matches is not None:
         pattern = f"^(?:{spec.matches})$"
-        return _np(pc.match_substring_regex(cells, pattern, ignore_case=spec.ignore_case))
+        return bools(pc.match_substring_regex(cells, pattern, ignore_case=spec.ignore_case))
     wanted = spec.in_ if spec.in_ is not None else spec.not_in
     assert wanted is not None
     if spec.ignore_case:
         cells, wanted = pc.utf8_lower(cells), tuple(w.lower() for w in wanted)
-    member = _np(pc.is_in(cells, value_set=pa.array([w.strip() for w in wanted], pa.string())))
+    member = bools(pc.is_in(cells, value_set=pa.array([w.strip() for w in wanted], pa.string())))
     return member if spec.in_ is not None else ~member
 
 
@@ -775,20 +755,8 @@ def as_text(cells: pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(pc.fill_null(cells, ""))
 
 
-def _np(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def _broadcast(value: pa.Array | str, size: int) -> pa.Array:
     return pa.repeat(pa.scalar(value), size) if isinstance(value, str) else value
-
-
-def _quoted(piece: encode.Piece) -> encode.Piece:
-    if piece is None:
-        return None
-    if isinstance(piece, str):
-        return encode.quote(piece)
-    return encode.quote_array(piece)
 
 
 def _column(piece: encode.Piece, count: int, kind: pa.DataType) -> pa.Array:
@@ -853,21 +821,6 @@ def _parse_buckets(text: str, fmt: str) -> tuple[str, str] | None:
     return "&".join(fragments), ",".join(ids)
 
 
-def empty_events() -> pa.Table:
-    """An events table with no rows."""
-    fields = [
-        ("position", pa.int64()),
-        ("file", pa.string()),
-        ("row", pa.int64()),
-        ("line", pa.int64()),
-    ]
-    fields += [
-        (name, pa.int64() if name in ("v", "time") else pa.string()) for name in PARAM_COLUMNS
-    ]
-    fields += [("currency", pa.string()), ("url", pa.string())]
-    return pa.schema(fields).empty_table()
-
-
 def _rejects(batch: Batch, found: Violations, masked: set[str] | None = None) -> pa.Table:
     """The rejects table: the one source of the report's examples, the --rejects file and
     the --rejects-rows messages, so values of ``masked`` columns are masked here."""
@@ -919,19 +872,3 @@ def _rejects(batch: Batch, found: Violations, masked: set[str] | None = None) ->
     if not parts:
         return empty_rejects()
     return pa.concat_tables(parts).sort_by([("position", "ascending")])
-
-
-def empty_rejects() -> pa.Table:
-    """A rejects table with no rows."""
-    return pa.schema(
-        [
-            ("file", pa.string()),
-            ("row", pa.int64()),
-            ("line", pa.int64()),
-            ("column", pa.string()),
-            ("rule", pa.string()),
-            ("message", pa.string()),
-            ("value", pa.string()),
-            ("position", pa.int64()),
-        ]
-    ).empty_table()

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from importer.arrow import bools
 from importer.rules import Violations
 from importer.schema import Checks, TimeField
 
@@ -69,19 +70,15 @@ def parse_times(
         _from_numbers(cells, spec, times, found)
     else:
         _from_text(cells, spec, times, found)
-    missing = _np(pc.is_null(cells))
+    missing = bools(pc.is_null(cells))
     if not (pa.types.is_integer(kind) or pa.types.is_timestamp(kind)):
-        missing |= _np(pc.equal(pc.binary_length(_as_text(cells)), 0))
+        missing |= bools(pc.equal(pc.binary_length(_as_text(cells)), 0))
     raw = _Raw(cells)
     found.add(missing, "time-missing", spec.column, raw)
     if times.naive.any():
         _localize(times, spec, found, raw)
     _check_window(times, checks, now, found, spec.column, raw)
     return pa.array(times.seconds, mask=~times.known)
-
-
-def _np(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _as_text(cells: pa.Array) -> pa.Array:
@@ -103,10 +100,6 @@ class _Raw:
         return self._text
 
 
-def _raw(cells: pa.Array) -> _Raw:
-    return _Raw(cells)
-
-
 def _from_timestamps(cells: pa.Array, times: _Times) -> None:
     kind = cells.type
     if pa.types.is_date(kind):
@@ -114,23 +107,23 @@ def _from_timestamps(cells: pa.Array, times: _Times) -> None:
         kind = cells.type
     per_second = _UNIT_DIVISOR[kind.unit]
     ints = pc.fill_null(pc.cast(cells.cast(pa.timestamp(kind.unit)), pa.int64()), 0)
-    valid = ~_np(pc.is_null(cells))
+    valid = ~bools(pc.is_null(cells))
     seconds = np.floor_divide(ints.to_numpy(zero_copy_only=False), per_second)
     times.set(np.flatnonzero(valid), seconds[valid], naive=kind.tz is None)
 
 
 def _from_numbers(cells: pa.Array, spec: TimeField, times: _Times, found: Violations) -> None:
     values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
-    valid = ~_np(pc.is_null(cells))
+    valid = ~bools(pc.is_null(cells))
     finite = valid & np.isfinite(values)
-    found.add(valid & ~finite, "time-format", spec.column, _raw(cells))
+    found.add(valid & ~finite, "time-format", spec.column, _Raw(cells))
     if pa.types.is_integer(cells.type):
         ints = pc.fill_null(cells, 0).to_numpy(zero_copy_only=False).astype(np.int64)
         _set_epoch(ints, finite, spec, times)
     else:
         floored = np.floor(np.where(finite, values, 0))
         too_big = np.abs(floored) >= 2**62
-        found.add(finite & too_big, "time-format", spec.column, _raw(cells))
+        found.add(finite & too_big, "time-format", spec.column, _Raw(cells))
         ok = finite & ~too_big
         _set_epoch(np.where(ok, floored, 0).astype(np.int64), ok, spec, times)
 
@@ -148,12 +141,12 @@ def _set_epoch(ints: np.ndarray, rows: np.ndarray, spec: TimeField, times: _Time
 
 def _from_text(cells: pa.Array, spec: TimeField, times: _Times, found: Violations) -> None:
     text = _as_text(cells)
-    present = ~_np(pc.equal(pc.binary_length(text), 0))
+    present = ~bools(pc.equal(pc.binary_length(text), 0))
     fmt = spec.format
     if "%" in fmt:
         _parse_pattern(text, present, fmt, times, found, spec.column, cells)
         return
-    epoch = present & _np(pc.match_substring_regex(text, _EPOCH))
+    epoch = present & bools(pc.match_substring_regex(text, _EPOCH))
     if fmt == "iso":
         epoch[:] = False
     if fmt == "epoch":
@@ -180,9 +173,9 @@ def _parse_pattern(
     Arrow's parser rolls impossible dates over (31/02 becomes 02/03); Python's refuses them.
     """
     parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
-    ok = rows & ~_np(pc.is_null(parsed))
+    ok = rows & ~bools(pc.is_null(parsed))
     if "%z" not in fmt:
-        same = _np(pc.equal(pc.strftime(parsed, format=fmt), text))
+        same = bools(pc.equal(pc.strftime(parsed, format=fmt), text))
         doubt = ok & ~same
         ok &= same
     else:
@@ -221,8 +214,8 @@ def _parse_iso(
     raw: pa.Array,
 ) -> None:
     """ISO 8601 in Arrow where it can, in Python for the rest (once per distinct text)."""
-    looks = rows & _np(pc.match_substring_regex(text, _ISO))
-    offset = looks & _np(pc.match_substring_regex(text, _HAS_OFFSET))
+    looks = rows & bools(pc.match_substring_regex(text, _ISO))
+    offset = looks & bools(pc.match_substring_regex(text, _HAS_OFFSET))
     for subset, target in (
         (offset, pa.timestamp("ns", tz="UTC")),
         (looks & ~offset, pa.timestamp("ns")),

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from importer.arrow import bools
 from importer.currencies import MINOR_UNITS
 from importer.rules import Violations
 from importer.schema import ValueField
@@ -61,12 +62,12 @@ def parse_values(
     match = pc.extract_regex(cleaned, _NUMBER)
     plain = pc.and_(pc.is_valid(match), pc.greater(pc.binary_length(cleaned), 0))
     plain = pc.and_(plain, pc.invert(pc.match_substring_regex(cleaned, r"^[+-]?\.?$")))
-    plain_np = _np(plain)
+    plain_np = bools(plain)
     if isinstance(digits, int):
         _fast(match, plain_np, np.full(len(text), digits), out, valid)
     elif isinstance(digits, np.ndarray):
         _fast(match, plain_np, digits, out, valid)
-    slow = ~valid & ~_np(empty) & ~_np(pc.is_null(cleaned))
+    slow = ~valid & ~bools(empty) & ~bools(pc.is_null(cleaned))
     if slow.any():
         _slow(cleaned, slow, digits, spec, out, valid, found, column, text)
     if not spec.allow_negative:
@@ -74,10 +75,6 @@ def parse_values(
         found.add(negative, "value-negative", column, text)
         valid &= ~negative
     return pa.array(out, mask=~valid)
-
-
-def _np(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _clean(text: pa.Array, spec: ValueField, found: Violations, column: str) -> pa.Array:
@@ -117,7 +114,7 @@ def _digits_for_rows(
     found.add(pc.is_null(index), "currency-unknown", spec.currency_column or "currency", currency)
     minor = np.array([MINOR_UNITS[c] for c in known.to_pylist()], dtype=np.int64)
     idx = pc.fill_null(index, 0).to_numpy(zero_copy_only=False)
-    out: np.ndarray = np.where(_np(pc.is_null(index)), -1, minor[idx])
+    out: np.ndarray = np.where(bools(pc.is_null(index)), -1, minor[idx])
     return out
 
 
@@ -137,13 +134,13 @@ def _fast(
         exact = pc.invert(pc.match_substring_regex(rest, "[1-9]"))
         number = pc.utf8_ltrim(pc.binary_join_element_wise(integer, head, ""), "0")
         fits = pc.less_equal(pc.binary_length(number), 18)
-        ok = rows & _np(exact) & _np(fits)
+        ok = rows & bools(exact) & bools(fits)
         if not ok.any():
             continue
         text = pc.if_else(pa.array(ok), number, pa.scalar("0"))
         text = pc.if_else(pc.equal(pc.binary_length(text), 0), pa.scalar("0"), text)
         values = pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
-        negative = _np(pc.equal(sign, "-"))
+        negative = bools(pc.equal(sign, "-"))
         out[ok] = np.where(negative, -values, values)[ok]
         valid |= ok
 

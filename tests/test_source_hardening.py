@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import importer
-import importer.source as source_module
+import importer.source.csv_input as csv_input
 from importer.errors import SourceError
 from importer.source import open_source
 
@@ -269,7 +269,7 @@ def test_a_cell_beyond_the_largest_block_is_refused_with_its_line(
 ) -> None:
     """When even the largest block cannot hold a record, a SourceError names the file, the
     line and the size (the limit lowered here from 1 GB to 1 MB)."""
-    monkeypatch.setattr(source_module, "_MAX_BLOCK", 1 << 20)
+    monkeypatch.setattr(csv_input, "_MAX_BLOCK", 1 << 20)
     path = tmp_path / "huge.csv"
     path.write_text("id,note\n" + '1,a\n2,"b\nc"\n' + f"3,{'x' * (3 << 20)}\n4,d\n")
     with pytest.raises(SourceError) as caught:

@@ -1,11 +1,4 @@
-"""Input files and frames as a stream of Arrow record batches with row numbers.
-
-One reader serves the CLI and the notebook alike. Every row keeps a stable identity: its
-*position* (0-based, across all inputs of a run, the key the ledger uses) and, for people,
-its file, 1-based row number and, for CSV, the line it starts on. CSV columns are read as
-text, so ids never pass through float. Memory stays flat: files are streamed a batch at a
-time, never loaded whole.
-"""
+"""CSV files, plain or gzipped: every column read as text, with row and line numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +11,6 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,12 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
 from importer.errors import SourceError
 from importer.schema import CsvOptions
+from importer.source.base import Batch, Cursor, Input, Malformed, Settled, hash_file
 
-DEFAULT_BATCH_SIZE = 65_536
 _SNIFF_BYTES = 64 * 1024  # text after the header line the delimiter is detected from
 _MAX_HEADER_BYTES = 16 << 20  # a header line longer than this is refused
 _MIN_BLOCK = 1 << 16  # the smallest block the CSV reader is given at a time
@@ -39,202 +30,6 @@ _MAX_BLOCK = 1 << 30  # a CSV record must fit in a block: blocks grow up to this
 _BYTES_PER_ROW = 256  # blocks hold at most block_size / this many lines (see _LineCapped)
 _SHOWN_CHARS = 200  # raw text shown for a malformed record
 _DELIMITERS = ",;\t|"
-
-# A predicate on [start, stop) position ranges: True when the ledger has settled all of it.
-Settled = Callable[[int, int], bool]
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """A CSV record the parser could not split into the header's columns."""
-
-    position: int
-    row: int
-    line: int
-    text: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Rows of one input file, in file order.
-
-    Attributes:
-        file: the file's display name.
-        data: the columns the schema reads, or None when every row was skipped unread.
-        positions: each row's 0-based position across the run (the ledger's key).
-        rows: each row's 1-based record number in its file.
-        lines: each row's first line in a CSV file, else None.
-        malformed: records the CSV parser rejected, already counted as rows.
-        skipped: rows not read at all because the ledger has settled them.
-    """
-
-    file: str
-    data: pa.RecordBatch | None
-    positions: np.ndarray
-    rows: np.ndarray
-    lines: np.ndarray | None
-    malformed: tuple[Malformed, ...] = ()
-    skipped: int = 0
-    blank_lines: int = 0
-
-    @property
-    def num_rows(self) -> int:
-        """Rows this batch accounts for: read, malformed or skipped unread."""
-        return len(self.positions) + len(self.malformed) + self.skipped
-
-
-@dataclass
-class _Cursor:
-    position: int = 0
-
-
-class Input:
-    """One input: a file or an in-memory table."""
-
-    name: str
-    key: str
-
-    def fingerprint(self) -> str:
-        raise NotImplementedError
-
-    def columns(self) -> list[str]:
-        raise NotImplementedError
-
-    def total_rows(self) -> int | None:
-        return None
-
-    def arrow_schemas(self) -> list[tuple[str, pa.Schema]]:
-        """The Arrow schema of each file (or frame) with typed columns, by display name."""
-        return []
-
-    def batches(
-        self, columns: list[str], cursor: _Cursor, batch_size: int, settled: Settled | None
-    ) -> Iterator[Batch]:
-        raise NotImplementedError
-
-
-class Source:
-    """All the inputs of one run, read in order as one stream of rows."""
-
-    def __init__(self, inputs: Sequence[Input], *, csv_options: CsvOptions | None = None) -> None:
-        self.inputs = list(inputs)
-        self.csv_options = csv_options or CsvOptions()
-
-    @property
-    def name(self) -> str:
-        """How reports name this source."""
-        return ", ".join(i.name for i in self.inputs)
-
-    @property
-    def key(self) -> str:
-        """What the ledger knows this source by: absolute paths (content is checked apart)."""
-        return "\n".join(i.key for i in self.inputs)
-
-    def fingerprint(self) -> str:
-        """A hash of the content of every input, in order (not names or mtimes)."""
-        digest = hashlib.sha256()
-        for item in self.inputs:
-            digest.update(item.fingerprint().encode())
-        return digest.hexdigest()[:32]
-
-    def require(self, columns: list[str]) -> None:
-        """Fail before reading anything if an input lacks one of these columns, or holds
-        one as a type that is not a cell of text (a list, a struct, a map...).
-
-        Columns the schema does not read may have any type.
-        """
-        self._require_present(columns)
-        for item in self.inputs:
-            for where, schema in item.arrow_schemas():
-                for arrow_field in schema:
-                    advice = _not_text(arrow_field.type) if arrow_field.name in columns else None
-                    if advice:
-                        kind = str(arrow_field.type)
-                        kind = kind if len(kind) <= 100 else kind[:100] + "…"
-                        raise SourceError(
-                            f"{where}: column {arrow_field.name!r} that the schema reads is "
-                            f"{kind}, which cannot be read as one text cell; {advice}"
-                        )
-
-    def _require_present(self, columns: list[str]) -> None:
-        for item in self.inputs:
-            have = item.columns()
-            missing = [c for c in columns if c not in have]
-            if missing:
-                names = ", ".join(repr(c) for c in missing)
-                noun = "column" if len(missing) == 1 else "columns"
-                raise SourceError(
-                    f"{item.name}: missing {noun} {names} that the schema reads; "
-                    f"the file has: {', '.join(have) or '(no columns)'}. "
-                    "Fix the schema's column names or the file's header."
-                )
-
-    def total_rows(self) -> int | None:
-        """The number of rows when known without reading (Parquet, frames), else None."""
-        totals = [i.total_rows() for i in self.inputs]
-        return None if any(t is None for t in totals) else sum(t for t in totals if t is not None)
-
-    def batches(
-        self,
-        columns: list[str],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        settled: Settled | None = None,
-    ) -> Iterator[Batch]:
-        """Stream the given columns of every input as batches.
-
-        Args:
-            columns: the columns to read (see :meth:`importer.schema.Schema.columns`).
-            batch_size: rows per batch.
-            settled: lets whole parts the ledger has finished be skipped without decoding.
-        """
-        self._require_present(columns)  # any type: init and --rejects-rows read every column
-        cursor = _Cursor()
-        for item in self.inputs:
-            yield from item.batches(columns, cursor, batch_size, settled)
-
-
-def open_source(source: Any, *, csv_options: CsvOptions | None = None) -> Source:
-    """Turn what a user passed into a :class:`Source`.
-
-    Accepts a path (CSV, CSV.gz, Parquet file or a directory of Parquet files), a list of
-    paths, a pandas DataFrame, a pyarrow Table, or any object with ``__arrow_c_stream__``.
-    """
-    options = csv_options or CsvOptions()
-    if isinstance(source, Source):
-        return source
-    if isinstance(source, str | Path):
-        return Source([_open_path(Path(source), options)], csv_options=options)
-    if isinstance(source, list | tuple) and all(isinstance(s, str | Path) for s in source):
-        if not source:
-            raise SourceError("no input given: pass at least one file")
-        return Source([_open_path(Path(s), options) for s in source], csv_options=options)
-    return Source([FrameInput(source)], csv_options=options)
-
-
-def _open_path(path: Path, options: CsvOptions) -> Input:
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
-        if not files:
-            raise SourceError(f"{path}: directory holds no *.parquet files")
-        return ParquetInput(path, files)
-    if not path.exists():
-        raise SourceError(f"{path}: file not found")
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return ParquetInput(path, [path])
-    if suffixes.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
-        return CsvInput(path, options)
-    raise SourceError(
-        f"{path}: unknown file type; use .csv, .csv.gz, .tsv, .parquet or a Parquet directory"
-    )
-
-
-def _hash_file(path: Path, digest: Any) -> None:
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
 
 
 class CsvInput(Input):
@@ -250,7 +45,7 @@ class CsvInput(Input):
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        _hash_file(self.path, digest)
+        hash_file(self.path, digest)
         return digest.hexdigest()
 
     def _raw(self) -> io.BufferedIOBase:
@@ -325,7 +120,7 @@ class CsvInput(Input):
         return self.header()[0]
 
     def batches(
-        self, columns: list[str], cursor: _Cursor, batch_size: int, settled: Settled | None
+        self, columns: list[str], cursor: Cursor, batch_size: int, settled: Settled | None
     ) -> Iterator[Batch]:
         names, delimiter = self.header()
         malformed: list[_Bad] = []
@@ -602,7 +397,7 @@ class _LineCounter:
         name: str,
         batch: pa.RecordBatch | None,
         bad: list[_Bad],
-        cursor: _Cursor,
+        cursor: Cursor,
         columns: list[str],
     ) -> Batch:
         count = 0 if batch is None else batch.num_rows
@@ -733,183 +528,3 @@ def _sniff_delimiter(line: str, after: str) -> str:
     counts = {d: first.count(d) for d in _DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
-
-
-class ParquetInput(Input):
-    """A Parquet file or a directory of them, streamed by row group."""
-
-    def __init__(self, path: Path, files: list[Path]) -> None:
-        self.path = path
-        self.name = str(path)
-        self.key = str(path.resolve())
-        self.files = files
-        try:
-            self._meta = [pq.ParquetFile(f) for f in files]
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SourceError(f"{path}: cannot read as Parquet: {exc}") from exc
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for file in self.files:
-            digest.update(str(file.relative_to(self.path) if file != self.path else "").encode())
-            _hash_file(file, digest)
-        return digest.hexdigest()
-
-    def columns(self) -> list[str]:
-        names = list(self._meta[0].schema_arrow.names)
-        for file, meta in zip(self.files[1:], self._meta[1:], strict=True):
-            other = meta.schema_arrow.names
-            if set(other) != set(names):
-                raise SourceError(
-                    f"{file}: its columns differ from {self.files[0]}'s; "
-                    "a Parquet directory must hold files of one shape"
-                )
-        return names
-
-    def total_rows(self) -> int:
-        return sum(m.metadata.num_rows for m in self._meta)
-
-    def arrow_schemas(self) -> list[tuple[str, pa.Schema]]:
-        return [(str(f), m.schema_arrow) for f, m in zip(self.files, self._meta, strict=True)]
-
-    def batches(
-        self, columns: list[str], cursor: _Cursor, batch_size: int, settled: Settled | None
-    ) -> Iterator[Batch]:
-        row = 1
-        for file, meta in zip(self.files, self._meta, strict=True):
-            for group in range(meta.num_row_groups):
-                size = meta.metadata.row_group(group).num_rows
-                start = cursor.position
-                if settled is not None and size and settled(start, start + size):
-                    empty = np.zeros(0, dtype=np.int64)
-                    yield Batch(self.name, None, empty, empty, None, skipped=size)
-                    cursor.position += size
-                    row += size
-                    continue
-                try:
-                    parts = meta.iter_batches(batch_size, row_groups=[group], columns=columns)
-                    for part in parts:
-                        n = part.num_rows
-                        yield Batch(
-                            str(file),
-                            part,
-                            cursor.position + np.arange(n, dtype=np.int64),
-                            row + np.arange(n, dtype=np.int64),
-                            None,
-                        )
-                        cursor.position += n
-                        row += n
-                except (pa.ArrowInvalid, OSError) as exc:
-                    raise SourceError(f"{file}: cannot read row group {group}: {exc}") from exc
-            row = 1
-
-
-class FrameInput(Input):
-    """A pandas DataFrame, a pyarrow Table, or anything with ``__arrow_c_stream__``."""
-
-    def __init__(self, frame: Any) -> None:
-        self.name = self.key = "<dataframe>"
-        self.table = _to_table(frame)
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        sink = _HashSink(digest)
-        table = self.table.replace_schema_metadata(None)
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return digest.hexdigest()
-
-    def columns(self) -> list[str]:
-        return list(self.table.column_names)
-
-    def total_rows(self) -> int:
-        return int(self.table.num_rows)
-
-    def arrow_schemas(self) -> list[tuple[str, pa.Schema]]:
-        return [(self.name, self.table.schema)]
-
-    def batches(
-        self, columns: list[str], cursor: _Cursor, batch_size: int, settled: Settled | None
-    ) -> Iterator[Batch]:
-        table = self.table.select(columns)
-        for offset in range(0, table.num_rows, batch_size):
-            part = table.slice(offset, batch_size)
-            n = part.num_rows
-            start = cursor.position
-            cursor.position += n
-            if settled is not None and settled(start, start + n):
-                empty = np.zeros(0, dtype=np.int64)
-                yield Batch(self.name, None, empty, empty, None, skipped=n)
-                continue
-            record_batch = part.combine_chunks().to_batches()[0] if n else None
-            if record_batch is None:
-                continue
-            yield Batch(
-                self.name,
-                record_batch,
-                start + np.arange(n, dtype=np.int64),
-                offset + 1 + np.arange(n, dtype=np.int64),
-                None,
-            )
-
-
-@dataclass
-class _HashSink:
-    """A write-only file that hashes what is written to it (for fingerprints)."""
-
-    digest: Any
-    closed: bool = field(default=False)
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        return view.nbytes
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _to_table(frame: Any) -> pa.Table:
-    if isinstance(frame, pa.Table):
-        return frame
-    if isinstance(frame, pa.RecordBatch):
-        return pa.Table.from_batches([frame])
-    try:
-        import pandas as pd
-
-        if isinstance(frame, pd.DataFrame):
-            return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise SourceError(f"<dataframe>: cannot convert to Arrow: {exc}") from exc
-    if hasattr(frame, "__arrow_c_stream__"):
-        return pa.RecordBatchReader.from_stream(frame).read_all()
-    raise SourceError(
-        f"cannot read a {type(frame).__name__}: pass a path, a list of paths, a pandas "
-        "DataFrame, a pyarrow Table or an object with __arrow_c_stream__"
-    )
-
-
-def _not_text(kind: pa.DataType) -> str | None:
-    """What to do with a column of this type to map it, or None when it already holds one
-    value per row that casts to text as the mapping reads it (numbers, times, strings,
-    bytes that hold text; a dictionary of those)."""
-    while True:
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
-        elif isinstance(kind, pa.BaseExtensionType):
-            kind = kind.storage_type
-        else:
-            break
-    if pa.types.is_nested(kind):
-        return "flatten it, or pick the element with a column of its own, and map that column"
-    advice = "convert it to text before importing, or map another column"
-    if pa.types.is_fixed_size_binary(kind):  # UUIDs, hashes: bytes that are not text
-        return advice
-    try:
-        pc.cast(pa.nulls(0, kind), pa.string())
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-        return advice
-    return None
