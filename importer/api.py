@@ -13,40 +13,53 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer import history
-
-if TYPE_CHECKING:
-    import pandas as pd
+from importer import ledger as ledgers
 from importer.collector import Collector
 from importer.collector import Faults as Faults  # the CLI's one door is this module
 from importer.collector import serve as serve
 from importer.errors import UsageError
 from importer.ledger import SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
-from importer.mapping import Mapped, Mapper, as_text, empty_events
+from importer.mapping import Mapped, Mapper, as_text
 from importer.options import DEFAULT_LEDGER, LedgerPath, SendOptions, ledger_path
+from importer.outputs import RejectedRowsWriter, RejectsWriter, write_table
 from importer.pipeline import mapped_batches
 from importer.preflight import Template, check_host, is_loopback, parse_template, preflight
 from importer.progress import ProgressLike, choose
-from importer.render import gate_banner, resume_lines
-from importer.report import RejectedRowsWriter, RejectsWriter, Report
+from importer.report import Report, gate_banner, resume_lines
+from importer.resend import retry_async as _retry_async
 from importer.run import DEFAULT_SEND_BATCH_SIZE, RunSettings, deliver, source_feed
 from importer.run import Control as Control
-from importer.schema import Schema, load_schema
+from importer.schema import CsvOptions, Schema, load_schema
 from importer.source import DEFAULT_BATCH_SIZE, Source, open_source
+from importer.tables import empty_events
 from importer.times import window_bound
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SchemaLike = str | Path | dict[str, Any] | Schema
 TimeBound = str | date | datetime | int | None
 
 
-def prepare(source: Any, schema: SchemaLike) -> tuple[Source, Schema]:
-    """Load the schema and open the source, checking its columns before anything is read."""
+def prepare(
+    source: Any, schema: SchemaLike, csv: dict[str, str] | None = None
+) -> tuple[Source, Schema]:
+    """Load the schema and open the source, checking its columns before anything is read.
+
+    ``csv``: overrides of the schema's ``[csv]`` table (the CLI's --delimiter, --encoding).
+    """
     loaded = load_schema(schema)
+    if csv:
+        try:
+            options = CsvOptions(**{**loaded.csv.model_dump(), **csv})
+        except ValueError as exc:
+            raise UsageError(f"--delimiter/--encoding: {exc}") from None
+        loaded = loaded.model_copy(update={"csv": options})
     opened = open_source(source, csv_options=loaded.csv)
     opened.require(loaded.columns())
     return opened, loaded
@@ -119,6 +132,7 @@ def production_summary(
     /,
     *,
     schema: SchemaLike,
+    csv: dict[str, str] | None = None,
     endpoint: str | None = None,
     since: TimeBound = None,
     until: TimeBound = None,
@@ -126,11 +140,11 @@ def production_summary(
 ) -> str | None:
     """What a send to a real (not loopback) endpoint would do, for a confirmation; None when
     every host is loopback. Reads the input once (as ``check`` does), sends nothing."""
-    opened, loaded = prepare(source, schema)
+    opened, loaded = prepare(source, schema, csv)
     where = destination_of(opened, loaded, endpoint or loaded.endpoint)
     if not where.production:
         return None
-    report = check(source, schema=schema, endpoint=endpoint, since=since, until=until)
+    report = check(source, schema=schema, csv=csv, endpoint=endpoint, since=since, until=until)
     path = ledger_path(ledger) if ledger is not None else None
     return gate_banner(report, where.hosts, where.project_ids, path)
 
@@ -202,6 +216,7 @@ def check(
     /,
     *,
     schema: SchemaLike,
+    csv: dict[str, str] | None = None,
     rejects: str | Path | None = None,
     rejects_rows: str | Path | None = None,
     endpoint: str | None = None,
@@ -230,9 +245,83 @@ def check(
     Returns:
         A :class:`~importer.report.Report`; ``report.rejects`` is a DataFrame.
     """
+    return _check(
+        "check",
+        source,
+        schema=schema,
+        csv=csv,
+        rejects=rejects,
+        rejects_rows=rejects_rows,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        batch_size=batch_size,
+        progress=progress,
+        now=now,
+    )
+
+
+def write_requests(
+    source: Any,
+    /,
+    out: IO[str],
+    *,
+    schema: SchemaLike,
+    csv: dict[str, str] | None = None,
+    n: int | None = None,
+    rejects: str | Path | None = None,
+    rejects_rows: str | Path | None = None,
+    endpoint: str | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
+    progress: ProgressLike = None,
+    now: float | None = None,
+) -> Report:
+    """Write the URLs ``send`` would request, one per line, to ``out``; sends nothing.
+
+    Takes the arguments of :func:`check`, plus ``n``: stop after this many requests (the
+    report then counts only the rows read so far). Returns a "preview" report whose
+    ``requests_written`` says how many lines were written.
+    """
+    return _check(
+        "preview",
+        source,
+        schema=schema,
+        csv=csv,
+        rejects=rejects,
+        rejects_rows=rejects_rows,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        batch_size=DEFAULT_BATCH_SIZE,
+        progress=progress,
+        now=now,
+        requests=out,
+        limit=n,
+    )
+
+
+def _check(
+    command: str,
+    source: Any,
+    /,
+    *,
+    schema: SchemaLike,
+    csv: dict[str, str] | None,
+    rejects: str | Path | None,
+    rejects_rows: str | Path | None,
+    endpoint: str | None,
+    since: TimeBound,
+    until: TimeBound,
+    batch_size: int,
+    progress: ProgressLike,
+    now: float | None,
+    requests: IO[str] | None = None,
+    limit: int | None = None,
+) -> Report:
     check_output(rejects, "--rejects")
     check_output(rejects_rows, "--rejects-rows")
-    opened, loaded = prepare(source, schema)
+    opened, loaded = prepare(source, schema, csv)
     mapper = make_mapper(
         loaded,
         endpoint=endpoint,
@@ -241,7 +330,7 @@ def check(
         until=until,
         origin=schema_name(schema),
     )
-    report = Report("check", source=opened.name, schema=schema_name(schema))
+    report = Report(command, source=opened.name, schema=schema_name(schema))
     report.warnings += scale_warnings(opened, loaded)
     writer = RejectsWriter(rejects) if rejects is not None else None
     row_writer, columns = rows_writer(rejects_rows, opened, loaded)
@@ -258,6 +347,15 @@ def check(
             if row_writer is not None:
                 row_writer.write(mapped)
             bar.advance(mapped.batch.num_rows, valid=report.valid, rejected=report.rejected)
+            if requests is not None:
+                urls = mapped.events.column("url").to_pylist()
+                if limit is not None:
+                    urls = urls[: max(0, limit - report.requests_written)]
+                if urls:
+                    requests.write("\n".join(urls) + "\n")
+                report.requests_written += len(urls)
+                if limit is not None and report.requests_written >= limit:
+                    break
     finally:
         bar.close()
         if writer is not None:
@@ -274,6 +372,7 @@ def iter_events(
     /,
     *,
     schema: SchemaLike,
+    csv: dict[str, str] | None = None,
     endpoint: str | None = None,
     since: TimeBound = None,
     until: TimeBound = None,
@@ -281,7 +380,7 @@ def iter_events(
     now: float | None = None,
 ) -> Iterator[Mapped]:
     """Mapped batches of a source: the events ``send`` would make, and the rejects."""
-    opened, loaded = prepare(source, schema)
+    opened, loaded = prepare(source, schema, csv)
     mapper = make_mapper(
         loaded,
         endpoint=endpoint,
@@ -298,6 +397,7 @@ def preview(
     /,
     *,
     schema: SchemaLike,
+    csv: dict[str, str] | None = None,
     n: int | None = 20,
     endpoint: str | None = None,
     since: TimeBound = None,
@@ -322,7 +422,7 @@ def preview(
     tables: list[pa.Table] = []
     count = 0
     for mapped in iter_events(
-        source, schema=schema, endpoint=endpoint, since=since, until=until, now=now
+        source, schema=schema, csv=csv, endpoint=endpoint, since=since, until=until, now=now
     ):
         events = mapped.events
         if n is not None:
@@ -358,8 +458,6 @@ def guess_schema(
     where = str(schema_path) if schema_path is not None else "schema.toml"
     options = None
     if delimiter is not None or encoding is not None:
-        from importer.schema import CsvOptions
-
         options = CsvOptions(delimiter=delimiter or "auto", encoding=encoding or "utf-8")
     return init.guess_schema(
         source, sample_rows=sample_rows, schema_path=where, csv_options=options
@@ -379,6 +477,7 @@ async def send_async(
     /,
     *,
     schema: SchemaLike,
+    csv: dict[str, str] | None = None,
     endpoint: str | None = None,
     sandbox: bool = False,
     ledger: LedgerPath | None = DEFAULT_LEDGER,
@@ -442,7 +541,7 @@ async def send_async(
     )
     check_output(rejects, "--rejects")
     check_output(rejects_rows, "--rejects-rows")
-    opened, loaded = prepare(source, schema)
+    opened, loaded = prepare(source, schema, csv)
     mapper = make_mapper(
         loaded,
         endpoint=endpoint,
@@ -478,14 +577,14 @@ async def send_async(
     store = await asyncio.to_thread(
         _open_ledger, ledger, opened, loaded, destination, new_run, unknown, replay
     )
-    report.extra["resume"] = store.resume.__dict__ if isinstance(store, SqliteLedger) else None
-    if isinstance(store, SqliteLedger):
-        report.extra["ledger"] = {"path": str(store.path), "run": store.run_id}
-        report.failed_earlier = store.resume.failed
-        report.rejected_earlier = store.resume.rejected
-        settings.retry_command = f"event-backfill retry --ledger {store.path} --run {store.run_id}"
-        settings.progress.note(f"ledger: {store.path} (run {store.run_id})")
-    for line in resume_lines(report.extra["resume"], report.extra.get("ledger")):
+    report.resume, report.ledger = store.resume, store.recorded_in
+    if report.resume is not None and report.ledger is not None:
+        report.failed_earlier = report.resume.failed
+        report.rejected_earlier = report.resume.rejected
+        recorded = f"--ledger {report.ledger.path} --run {report.ledger.run}"
+        settings.retry_command = f"event-backfill retry {recorded}"
+        settings.progress.note(f"ledger: {report.ledger.path} (run {report.ledger.run})")
+    for line in resume_lines(report.resume, report.ledger):
         settings.progress.note(line)
     settings.rejects = RejectsWriter(rejects) if rejects is not None else None
     collector = Collector() if sandbox else None
@@ -506,10 +605,8 @@ async def send_async(
             settings.rejected_rows.close()
             report.rejects_rows_path = str(settings.rejected_rows.path)
         if collector is not None:
-            report.extra["collector"] = collector.stats.to_dict()
+            report.collector = collector.stats.to_dict()
             await collector.stop()
-    if isinstance(store, SqliteLedger):
-        report.extra["unknown"] = store.unknown_now
     return report
 
 
@@ -606,7 +703,7 @@ async def retry_async(
         control=control or Control(),
     )
     path = ledger_path(ledger)
-    _count, origins = await asyncio.to_thread(history.failure_origins, path, run=run)
+    _count, origins = await asyncio.to_thread(ledgers.failure_origins, path, run=run)
     real = [o for o in origins if not is_loopback(parse_template(o + "/").host_pattern)]
     if real and not yes:
         raise UsageError(
@@ -620,13 +717,13 @@ async def retry_async(
             connect_timeout=settings.options.connect_timeout,
             on_unreachable=settings.progress.note,
         )
-    return await history.retry_async(path, settings, run=run)
+    return await _retry_async(path, settings, run=run)
 
 
 def retry_summary(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> str | None:
     """What a retry to a real (not loopback) endpoint would re-send; None if all loopback."""
     path = ledger_path(ledger)
-    count, origins = history.failure_origins(path, run=run)
+    count, origins = ledgers.failure_origins(path, run=run)
     real = [o for o in origins if not is_loopback(parse_template(o + "/").host_pattern)]
     if not real:
         return None
@@ -646,12 +743,12 @@ def retry(**kwargs: Any) -> Report:
 
 def status(*, ledger: LedgerPath = DEFAULT_LEDGER) -> pd.DataFrame:
     """Each run in the ledger: source, state, counts by state, unknown rows, last activity."""
-    return history.status(ledger_path(ledger))
+    return ledgers.status(ledger_path(ledger))
 
 
 def failures(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> pd.DataFrame:
     """The failed rows with their last status and error."""
-    return history.failures(ledger_path(ledger), run=run)
+    return ledgers.failures(ledger_path(ledger), run=run)
 
 
 def export_failures(
@@ -659,4 +756,9 @@ def export_failures(
 ) -> int:
     """Write the failed rows to a .csv (spreadsheet-safe) or .parquet file; how many."""
     check_output(out, "failures file")
-    return history.export_failures(ledger_path(ledger), out, run=run)
+    target = Path(out)
+    if target.suffix.lower() not in (".csv", ".parquet"):
+        raise UsageError(f"{target}: the export must end in .csv or .parquet")
+    frame = ledgers.failures(ledger_path(ledger), run=run)
+    write_table(pa.Table.from_pandas(frame, preserve_index=False), target)
+    return len(frame)

@@ -8,146 +8,31 @@ as text (CLI), a dict (``--json``) and HTML (a notebook cell).
 
 from __future__ import annotations
 
-import csv
 import html
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import date
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
-from importer.errors import UsageError
-from importer.mapping import Mapped, empty_rejects
-from importer.schema import CsvOptions
-from importer.times import day_of, iso_utc
+from importer.mapping import Mapped
+from importer.rules import RULES
+from importer.stats import EventStats
+from importer.tables import empty_rejects
+from importer.times import iso_utc
 
 if TYPE_CHECKING:  # pandas loads only when a DataFrame is asked for: the CLI starts faster
     import pandas as pd
 
-    from importer.sender import Failure
+    from importer.ledger import LedgerRun, Resume
+    from importer.work import Failure
 
 EXAMPLES_PER_RULE = 3
 SAMPLE_URLS = 2
 MAX_REJECTS_KEPT = 100_000
-
-
-@dataclass
-class EventStats:
-    """Counts, value totals and times of a set of events (valid ones, or sent ones).
-
-    ``add_one`` runs once per acknowledged request, so it only touches plain dicts; days are
-    kept as day numbers and turned into dates when shown. Values are totalled per event name
-    *and currency* (None when the schema has no currency column): minor units of different
-    currencies never add up.
-    """
-
-    count: int = 0
-    first: int | None = None
-    last: int | None = None
-    day_numbers: dict[int, int] = field(default_factory=dict)
-    per_event: Counter[str] = field(default_factory=Counter)
-    totals: dict[tuple[str, str | None], list[int]] = field(default_factory=dict)
-    future: int = 0
-    very_old: int = 0
-
-    @property
-    def value_per_event(self) -> Counter[str]:
-        """Sum of v per event name; only meaningful without a currency column."""
-        out: Counter[str] = Counter()
-        for (name, _currency), (_n, value) in self.totals.items():
-            out[name] += value
-        return out
-
-    @property
-    def has_currency(self) -> bool:
-        """Whether the events carry a currency (totals are then per currency)."""
-        return any(currency is not None for _name, currency in self.totals)
-
-    def _total(self, name: str, currency: str | None, n: int, value: int) -> None:
-        slot = self.totals.get((name, currency))
-        if slot is None:
-            self.totals[name, currency] = [n, value]
-        else:
-            slot[0] += n
-            slot[1] += value
-
-    @property
-    def days(self) -> Counter[date]:
-        """Events per UTC day."""
-        return Counter({day_of(day * 86_400): n for day, n in self.day_numbers.items()})
-
-    def add_table(self, events: pa.Table, *, now: float, old_after: int) -> None:
-        """Add the events of a mapped batch (columns n, v, time)."""
-        if events.num_rows == 0:
-            return
-        times = events.column("time").to_numpy()
-        self.count += events.num_rows
-        low, high = int(times.min()), int(times.max())
-        self.first = low if self.first is None else min(self.first, low)
-        self.last = high if self.last is None else max(self.last, high)
-        days, counts = np.unique(times // 86_400, return_counts=True)
-        for day, n in zip(days.tolist(), counts.tolist(), strict=True):
-            self.day_numbers[day] = self.day_numbers.get(day, 0) + n
-        self.future += int((times > now).sum())
-        self.very_old += int((times < now - old_after * 86_400).sum())
-        grouped = (
-            events.select(["n", "currency", "v"])
-            .group_by(["n", "currency"])
-            .aggregate([("v", "sum"), ("n", "count")])
-        )
-        for name, currency, total, n in zip(
-            grouped.column("n").to_pylist(),
-            grouped.column("currency").to_pylist(),
-            grouped.column("v_sum").to_pylist(),
-            grouped.column("n_count").to_pylist(),
-            strict=True,
-        ):
-            self.per_event[name] += n
-            self._total(name, currency, n, total or 0)
-
-    def add_one(self, name: str, value: int | None, when: int, currency: str | None = None) -> None:
-        """Add one event (the sender calls this as each request is acknowledged)."""
-        self.count += 1
-        if self.first is None or when < self.first:
-            self.first = when
-        if self.last is None or when > self.last:
-            self.last = when
-        day = when // 86_400
-        self.day_numbers[day] = self.day_numbers.get(day, 0) + 1
-        self.per_event[name] += 1
-        self._total(name, currency, 1, value or 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary."""
-        return {
-            "events": self.count,
-            "first": iso_utc(self.first) if self.first is not None else None,
-            "last": iso_utc(self.last) if self.last is not None else None,
-            "per_day": {d.isoformat(): n for d, n in sorted(self.days.items())},
-            "future": self.future,
-            "very_old": self.very_old,
-            "per_event": {
-                name: self._event_dict(name, n) for name, n in sorted(self.per_event.items())
-            },
-        }
-
-    def _event_dict(self, name: str, count: int) -> dict[str, Any]:
-        if not self.has_currency:
-            return {"events": count, "value": self.value_per_event.get(name, 0)}
-        by_currency = {
-            currency or "": {"events": n, "value": value}
-            for (event, currency), (n, value) in sorted(
-                self.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
-            )
-            if event == name
-        }
-        return {"events": count, "value_by_currency": by_currency}
+JSON_VERSION = 1  # of every --json output (docs/json.md): a new key is not a new version
 
 
 @dataclass(repr=False)
@@ -191,7 +76,16 @@ class Report:
     rejects_path: str | None = None
     rejects_rows_path: str | None = None
     notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Delivery (send, retry): filled by the run from the sender's outcome and the ledger.
+    unknown: int = 0  # pending rows whose request may have arrived
+    retries: int = 0
+    maybe_twice: int = 0  # requests sent again after one that may have arrived
+    stopped: str | None = None  # None (finished), "interrupted", "gave-up", "aborted", "error"
+    # Where the run is recorded and what its earlier runs left (send with a ledger file).
+    resume: Resume | None = None
+    ledger: LedgerRun | None = None
+    collector: dict[str, Any] | None = None  # what the sandbox collector received
+    requests_written: int = 0  # preview: the URLs written
     _rejects: list[pa.Table] = field(default_factory=list, repr=False)
     _rejects_kept: int = 0
     _failures: list[Failure] = field(default_factory=list, repr=False)
@@ -310,6 +204,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """Everything in the report, JSON-ready."""
         data: dict[str, Any] = {
+            "version": JSON_VERSION,
             "command": self.command,
             "source": self.source,
             "schema": self.schema,
@@ -343,13 +238,25 @@ class Report:
             data["rejects_file"] = self.rejects_path
         if self.rejects_rows_path:
             data["rejects_rows_file"] = self.rejects_rows_path
-        data.update(self.extra)
+        if self.command == "preview":
+            data["requests_written"] = self.requests_written
+        if self.command not in ("check", "preview"):
+            data.update(
+                unknown=self.unknown,
+                retries=self.retries,
+                maybe_twice=self.maybe_twice,
+                stopped=self.stopped,
+            )
+        if self.command == "send":
+            data["resume"] = asdict(self.resume) if self.resume is not None else None
+        if self.ledger is not None:
+            data["ledger"] = asdict(self.ledger)
+        if self.collector is not None:
+            data["collector"] = self.collector
         return data
 
     def render(self) -> str:
         """The report as text for a terminal."""
-        from importer.render import render_text
-
         return render_text(self)
 
     def _repr_html_(self) -> str:
@@ -386,110 +293,208 @@ class Report:
         )
 
 
-class RejectsWriter:
-    """Streams rejects to CSV (spreadsheet-safe) or Parquet, a batch at a time."""
+# -- the text view ------------------------------------------------------------------------
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".csv", ".parquet"):
-            raise UsageError(f"{self.path}: the rejects file must end in .csv or .parquet")
-        self.kind = suffix
-        self._writer: Any = None
-        self.schema = empty_rejects().drop_columns(["position"]).schema
-
-    def write(self, rejects: pa.Table) -> None:
-        """Append rejects (as returned by mapping)."""
-        table = rejects.drop_columns(["position"])
-        if self._writer is None:
-            if self.kind == ".csv":
-                self._writer = pcsv.CSVWriter(str(self.path), self.schema)
-            else:
-                self._writer = pq.ParquetWriter(str(self.path), self.schema)
-        if self.kind == ".csv":
-            table = spreadsheet_safe(table)
-        if table.num_rows:
-            self._writer.write_table(table)
-
-    def close(self) -> None:
-        """Finish the file (an empty one has just the header)."""
-        if self._writer is None:
-            self.write(empty_rejects())
-        self._writer.close()
+_BARS = "▁▂▃▄▅▆▇█"
 
 
-class RejectedRowsWriter:
-    """Writes each rejected row as it was read, plus ``rules`` and ``messages`` columns.
+def render_text(report: Report) -> str:
+    """The whole report as lines of text."""
+    out: list[str] = []
+    sending = report.command not in ("check", "preview")
+    out.append(
+        f"{report.command}: {report.source}"
+        + (f"  (schema {report.schema})" if report.schema else "")
+    )
+    out += resume_lines(report.resume, report.ledger)
+    if report.ledger is not None:
+        out.append(f"ledger: {report.ledger.path} (run {report.ledger.run})")
+    out.append(f"rows read   {report.rows_read:>12,}")
+    if sending:
+        for label, value in (
+            ("sent", report.sent),
+            ("filtered", report.filtered),
+            ("rejected", report.rejected),
+            ("failed", report.failed),
+            ("skipped", report.skipped),
+            ("pending", report.pending),
+        ):
+            out.append(f"{label:<11} {value:>12,}")
+        if report.skipped:
+            out.append(
+                f"  ({report.skipped_done:,} done in an earlier run, "
+                f"{report.skipped_duplicate:,} duplicate dedupe keys)"
+            )
+    else:
+        out.append(f"valid       {report.valid:>12,}")
+        out.append(f"filtered    {report.filtered:>12,}")
+        out.append(f"rejected    {report.rejected:>12,}")
+    if report.blank_lines:
+        out.append(f"  ({report.blank_lines:,} blank lines ignored)")
+    if sending and (report.rejected_earlier or report.failed_earlier):
+        out.append(
+            f"  (this run holds {report.rejected_earlier:,} rows rejected and "
+            f"{report.failed_earlier:,} failed by its earlier runs, counted in skipped; "
+            "--rejects lists the rejects again)"
+        )
+    out.append(report.accounting + ("" if report.balanced() else "   << DOES NOT BALANCE: a bug"))
+    out += _filters(report)
+    out += _rules(report)
+    out += _events(report.stats, "sent" if sending else "valid")
+    collector = report.collector
+    if collector:
+        out.append(
+            f"the sandbox collector received {collector['received']:,} requests: "
+            f"{collector['accepted']:,} answered 200, "
+            f"{collector['invalid']:,} invalid by the spec, "
+            f"{collector['duplicates']:,} duplicate queries"
+            + (
+                ""  # minor units of several currencies do not add up; see the totals above
+                if len({currency for _, currency in report.stats.totals}) > 1
+                else f", sum of v {collector['value_total']:,}"
+            )
+        )
+    if report.sample_urls:
+        out.append("sample requests:")
+        out += [f"  {url}" for url in report.sample_urls]
+    if report.rejects_path:
+        out.append(f"rejects written to {report.rejects_path}")
+    if report.rejects_rows_path:
+        out.append(
+            f"rejected rows written to {report.rejects_rows_path}: fix the cells and import "
+            "that file with the same schema"
+        )
+    out += [f"warning: {warning}" for warning in report.warnings]
+    out += report.notes
+    return "\n".join(out) + "\n"
 
-    The file has the input's header (every column, then ``rules`` and ``messages``), the
-    schema's delimiter and encoding, and the cells exactly as read: fix the cells and
-    import it again with the same schema. Cells are *not* neutralised for spreadsheets
-    (that would change them); open it as text, or import it as text columns. A record the
-    CSV parser could not split (``csv-malformed``) has its raw text in ``messages``.
-    """
 
-    def __init__(self, path: str | Path, columns: list[str], options: CsvOptions) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() != ".csv":
-            raise UsageError(f"{self.path}: the rejected rows file must end in .csv")
-        self.columns = columns
-        delimiter = "," if options.delimiter == "auto" else options.delimiter
-        self._handle = self.path.open("w", encoding=options.encoding, newline="")
-        self._csv = csv.writer(self._handle, delimiter=delimiter, quotechar=options.quote_char)
-        self._csv.writerow([*columns, "rules", "messages"])
-        self.count = 0
-
-    def write(self, mapped: Mapped) -> None:
-        """Append the rejected rows of one mapped batch, in input order."""
-        rejects = mapped.rejects
-        if not rejects.num_rows:
-            return
-        said: dict[int, tuple[list[str], list[str]]] = {}
-        for reject in rejects.select(
-            ["position", "rule", "column", "message", "value"]
-        ).to_pylist():
-            rules, messages = said.setdefault(reject["position"], ([], []))
-            if reject["rule"] not in rules:
-                rules.append(reject["rule"])
-            where = f"{reject['column']}: " if reject["column"] else ""
-            value = f" (got {reject['value']!r})" if reject["value"] is not None else ""
-            messages.append(f"{where}{reject['message']}{value}")
-        batch = mapped.batch
-        malformed = {m.position: m for m in batch.malformed}
-        parsed = sorted(p for p in said if p not in malformed)
-        rows: dict[int, list[str]] = {}
-        if parsed:  # one take of the rejected rows, not a lookup per cell
-            assert batch.data is not None
-            index = np.searchsorted(batch.positions, parsed)
-            taken = batch.data.select(self.columns).take(pa.array(index)).to_pylist()
-            rows = {
-                p: [_cell(r[c]) for c in self.columns] for p, r in zip(parsed, taken, strict=True)
-            }
-        for position in sorted(said):
-            rules, messages = said[position]
-            if position in malformed:
-                cells = [""] * len(self.columns)
-                messages.append(f"record as read: {malformed[position].text}")
-            else:
-                cells = rows[position]
-            self._csv.writerow([*cells, ";".join(rules), " | ".join(messages)])
-            self.count += 1
-
-    def close(self) -> None:
-        """Finish the file."""
-        self._handle.close()
+def resume_lines(resume: Resume | None, ledger: LedgerRun | None = None) -> list[str]:
+    """What an earlier run of the same command had done, and what that means now."""
+    if resume is None or not resume.resumed:
+        return []
+    out = [
+        f"resumed: {resume.already_sent:,} already sent, {resume.unknown:,} unknown "
+        f"(run {resume.run_id})"
+    ]
+    if resume.left:
+        out.append(
+            f"  {resume.left:,} rows the last run left pending (endpoint down, or stopped) "
+            "are sent now"
+        )
+    if resume.unknown:
+        if resume.policy == "resend":
+            out.append(
+                f"  the {resume.unknown:,} unknown rows are sent again: at most "
+                f"{resume.unknown:,} events may arrive twice (--unknown skip avoids that)"
+            )
+        else:
+            out.append(
+                f"  the {resume.unknown:,} unknown rows are skipped: at most "
+                f"{resume.unknown:,} events may be missing (--unknown resend avoids that)"
+            )
+    if resume.failed:
+        where = f" --ledger {ledger.path}" if ledger else ""
+        out.append(
+            f"  this run holds {resume.failed:,} rows that failed permanently; once the cause "
+            f"is fixed, re-send them with: event-backfill retry{where} --run {resume.run_id}"
+        )
+    return out
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
+def _filters(report: Report) -> list[str]:
+    if not report.filter_counts:
+        return []
+    out = ["filtered (not conversions; never sent), by the first filter each row failed:"]
+    for label, n in report.filter_counts.items():
+        out.append(f"  {n:>9,}  {label}")
+    return out
 
 
-def spreadsheet_safe(table: pa.Table) -> pa.Table:
-    """Neutralise text cells a spreadsheet would run as a formula (= + - @, tab, CR)."""
-    columns = []
-    for column in table.columns:
-        if pa.types.is_string(column.type):
-            risky = pc.match_substring_regex(column, r"^[=+\-@\t\r]")
-            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
+def _rules(report: Report) -> list[str]:
+    if not report.rule_counts:
+        return []
+    out = ["rejected by rule (a row may break several):"]
+    for rule, n in sorted(report.rule_counts.items(), key=lambda item: (-item[1], item[0])):
+        out.append(f"  {rule:<22} {n:>9,}  {RULES[rule]}")
+        for ex in report.examples.get(rule, []):
+            where = f"line {ex['line']}" if ex.get("line") is not None else f"row {ex['row']}"
+            column = f", column {ex['column']}" if ex.get("column") else ""
+            value = f": {ex['value']!r}" if ex.get("value") is not None else ""
+            out.append(f"      {ex['file']} {where}{column}{value}")
+    return out
+
+
+def _events(stats: EventStats, label: str) -> list[str]:
+    if not stats.count or stats.first is None or stats.last is None:
+        return []
+    out = [f"time range of {label} events: {iso_utc(stats.first)} .. {iso_utc(stats.last)} (UTC)"]
+    out += histogram(stats.days)
+    if label == "valid":
+        out.append(f"  in the future (within the allowed skew): {stats.future:,}")
+        out.append(f"  very old (older than checks.old_after_days): {stats.very_old:,}")
+    if not stats.has_currency:
+        out.append(f"totals of v per event name ({label}):")
+        width = max(len(name) for name in stats.per_event)
+        for name, n in sorted(stats.per_event.items()):
+            out.append(
+                f"  {name:<{width}}  {n:>10,} events   v = {stats.value_per_event.get(name, 0):,}"
+            )
+        return out
+    out.append(f"totals of v per event name and currency ({label}; v in minor units):")
+    width = max(len(name) for name in stats.per_event)
+    for (name, currency), (n, value) in sorted(
+        stats.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
+    ):
+        out.append(f"  {name:<{width}}  {currency or '?':<3}  {n:>10,} events   v = {value:,}")
+    return out
+
+
+def histogram(days: Counter[date]) -> list[str]:
+    """Events per UTC day, one line per month, one bar character per day ('·' for none)."""
+    if not days:
+        return []
+    peak = max(days.values())
+    first, last = min(days), max(days)
+    out = [f"  events per day (each character is one day; █ = {peak:,}):"]
+    month = date(first.year, first.month, 1)
+    while month <= last:
+        following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+        cells, total = [], 0
+        day = month
+        while day < following:
+            n = days.get(day, 0)
+            total += n
+            cells.append(
+                "·" if n == 0 else _BARS[min(len(_BARS) - 1, (n * len(_BARS) - 1) // peak)]
+            )
+            day += timedelta(days=1)
+        out.append(f"  {month:%Y-%m} {''.join(cells):<31} {total:>10,}")
+        month = following
+    return out
+
+
+def gate_banner(
+    report: Report, hosts: tuple[str, ...], project_ids: tuple[str, ...], ledger: Any
+) -> str:
+    """What a send to a real endpoint is about to do, for the confirmation on stderr."""
+    stats = report.stats
+    out = ["about to SEND TO A REAL ENDPOINT (not loopback):"]
+    out.append(f"  hosts: {', '.join(hosts[:10])}" + (" ..." if len(hosts) > 10 else ""))
+    if project_ids:
+        shown = ", ".join(project_ids[:10]) + (" ..." if len(project_ids) > 10 else "")
+        out.append(f"  project ids: {shown}")
+    out.append(
+        f"  rows to send: {report.valid:,} of {report.rows_read:,} read from {report.source} "
+        f"({report.filtered:,} filtered, {report.rejected:,} rejected)"
+    )
+    if stats.first is not None and stats.last is not None:
+        out.append(f"  time range: {iso_utc(stats.first)} .. {iso_utc(stats.last)} (UTC)")
+    for (name, currency), (n, value) in sorted(
+        stats.totals.items(), key=lambda item: (item[0][0], item[0][1] or "")
+    ):
+        money = f"{currency} " if currency else ""
+        out.append(f"  {name}: {n:,} events, v = {money}{value:,}")
+    if ledger is not None:
+        out.append(f"  ledger: {ledger} (rows it already settled are not sent again)")
+    return "\n".join(out)

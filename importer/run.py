@@ -18,33 +18,45 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from importer.errors import ImporterError
-from importer.ledger import DEFAULT_FLUSH_SECONDS, Admitted, work_of
+from importer.ledger import DEFAULT_FLUSH_SECONDS, Leased
 from importer.mapping import Mapped, Mapper
 from importer.options import SendOptions
+from importer.outputs import RejectedRowsWriter, RejectsWriter
 from importer.pipeline import mapped_batches
 from importer.progress import NullProgress, Progress
-from importer.report import RejectedRowsWriter, RejectsWriter, Report
-from importer.sender import Failure, Outcome, Sender
+from importer.report import Report
+from importer.sender import Outcome, Sender
 from importer.source import Source
+from importer.transport import Transport
+from importer.work import Failure, Work, work_of
 
 DEFAULT_LEASE_ROWS = 1024
 DEFAULT_SEND_BATCH_SIZE = 16_384  # small batches: a send run's memory is what it holds at once
 _TICK = 0.02
 
 
-class RunLedger(Protocol):
-    """The ledger calls a run makes (see :mod:`importer.ledger`)."""
+class Settlement(Protocol):
+    """The ledger calls of a delivery: each row's fate, and commits."""
 
-    def settled_range(self, start: int, stop: int) -> bool: ...
-    def settled_mask(self, positions: Any) -> Any: ...
-    def reject(self, mapped: Mapped) -> None: ...
-    def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted: ...
     def done_many(self, positions: list[int]) -> None: ...
     def failed(self, failure: Failure) -> None: ...
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None: ...
+    def due(self) -> bool: ...
     def flush(self) -> None: ...
+    @property
+    def unknown_now(self) -> int: ...
+
+
+class RunLedger(Settlement, Protocol):
+    """The ledger calls of a send run (see :mod:`importer.ledger.runs`): rows by position."""
+
+    def settled_range(self, start: int, stop: int) -> bool: ...
+    def settled_mask(self, positions: Any) -> Any: ...
+    def reject(self, rejected: list[int], filtered: list[int], seen: int) -> None: ...
+    def lease(self, positions: list[int], keys: list[str] | None) -> Leased: ...
 
 
 class Control:
@@ -89,6 +101,8 @@ class RunSettings:
     retry_command: str = "event-backfill retry"  # what re-sends permanent failures
     lease_rows: int = DEFAULT_LEASE_ROWS
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
+    # How requests go out (None: aiohttp); called once per delivery. Tests script it.
+    transport: Callable[[SendOptions], Transport] | None = None
 
 
 Feed = Callable[[Sender, ThreadPoolExecutor], Awaitable[None]]
@@ -96,7 +110,7 @@ Feed = Callable[[Sender, ThreadPoolExecutor], Awaitable[None]]
 
 async def deliver(
     feed: Feed,
-    ledger: RunLedger,
+    ledger: Settlement,
     report: Report,
     settings: RunSettings,
     *,
@@ -114,7 +128,10 @@ async def deliver(
         total: rows expected, for the progress bar.
     """
     loop = asyncio.get_running_loop()
-    sender = Sender(settings.options, tracker=ledger, on_done=report.stats.add_one)
+    transport = settings.transport(settings.options) if settings.transport else None
+    sender = Sender(
+        settings.options, tracker=ledger, on_done=report.stats.add_one, transport=transport
+    )
     settings.control.attach(loop, sender)
     ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")
     errors: list[BaseException] = []
@@ -145,7 +162,7 @@ async def deliver(
             errors.append(exc)
         ledger_thread.shutdown(wait=True)
         settings.progress.close()
-    _fill(report, outcome)
+    _fill(report, outcome, ledger.unknown_now)
     report.notes += stop_notes(
         outcome, settings.options, sender.last_error, retry=settings.retry_command
     )
@@ -195,7 +212,7 @@ def source_feed(
                 mapped = await loop.run_in_executor(reader, next, batches, None)
                 if mapped is None:
                     break
-                await loop.run_in_executor(ledger_thread, ledger.reject, mapped)
+                await loop.run_in_executor(ledger_thread, _reject, ledger, mapped)
                 report.add_mapped(mapped)
                 if settings.rejects is not None:
                     settings.rejects.write(mapped.rejects)
@@ -272,15 +289,37 @@ async def _queue(
         if not sender.accepting:
             sender.orphan(work_of(file, chunk))  # read but never leased: pending
             continue
-        admitted = await loop.run_in_executor(ledger_thread, ledger.lease, file, chunk, chunk_keys)
-        report.skipped_duplicate += admitted.duplicates
-        if admitted.work is not None:
-            await sender.put(admitted.work)
+        work, duplicates = await loop.run_in_executor(
+            ledger_thread, _admit, ledger, file, chunk, chunk_keys
+        )
+        report.skipped_duplicate += duplicates
+        if work is not None:
+            await sender.put(work)
+
+
+def _admit(
+    ledger: RunLedger, file: str, chunk: pa.Table, keys: list[str] | None
+) -> tuple[Work | None, int]:
+    """Lease a chunk's rows and build the sender's Work of those leased (in the ledger's
+    thread: building URL objects there overlaps the event loop's socket calls)."""
+    leased = ledger.lease(chunk.column("position").to_pylist(), keys)
+    return work_of(file, chunk, leased.keep, leased.positions), leased.duplicates
+
+
+def _reject(ledger: RunLedger, mapped: Mapped) -> None:
+    """Settle a mapped batch's rejected and filtered rows (the time window's are not)."""
+    rejected: list[int] = []
+    if mapped.rejects.num_rows:
+        rejected = pc.unique(mapped.rejects.column("position")).to_pylist()
+    positions = mapped.batch.positions
+    ends = [int(positions.max()) + 1] if len(positions) else []
+    ends += [m.position + 1 for m in mapped.batch.malformed]
+    ledger.reject(rejected, mapped.filtered.tolist(), max(ends, default=0))
 
 
 async def _tick(
     sender: Sender,
-    ledger: RunLedger,
+    ledger: Settlement,
     report: Report,
     settings: RunSettings,
     ledger_thread: ThreadPoolExecutor,
@@ -294,12 +333,11 @@ async def _tick(
     loop = asyncio.get_running_loop()
     shown = 0
     last_flush = last_show = loop.time()
-    due = getattr(ledger, "due", lambda: False)
     while True:
         await asyncio.sleep(_TICK)
         now = loop.time()
         sender.report_acks()
-        if now - last_flush >= settings.flush_seconds or due():
+        if now - last_flush >= settings.flush_seconds or ledger.due():
             try:
                 await loop.run_in_executor(ledger_thread, ledger.flush)
             except ImporterError as exc:
@@ -326,12 +364,12 @@ async def _tick(
             shown, last_show = settled, now
 
 
-def _fill(report: Report, outcome: Outcome) -> None:
+def _fill(report: Report, outcome: Outcome, unknown: int) -> None:
     report.sent += outcome.sent
     report.failed += outcome.failed
     report.pending += outcome.pending
-    report.extra["unknown"] = outcome.unknown
-    report.extra["retries"] = outcome.retries
-    report.extra["maybe_twice"] = outcome.maybe_twice
-    report.extra["stopped"] = outcome.stopped
+    report.unknown += unknown
+    report.retries += outcome.retries
+    report.maybe_twice += outcome.maybe_twice
+    report.stopped = outcome.stopped
     report.add_failures(outcome.failures)

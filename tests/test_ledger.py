@@ -1,4 +1,4 @@
-"""Tests for importer.intervals and importer.ledger on real SQLite files."""
+"""Tests for importer.ledger (its intervals and run ledger) on real SQLite files."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from importer.errors import LedgerError, RunMismatchError
-from importer.intervals import IntervalSet, runs_of
 from importer.ledger import RunKey, SqliteLedger
-from importer.sender import Failure
+from importer.ledger.intervals import IntervalSet, runs_of
+from importer.work import Failure
 
 KEY = RunKey("/data/a.csv", "a.csv", "src1", "schema1", "https://{project_id}.example/event")
 
@@ -41,27 +40,11 @@ def test_runs_of_merges_consecutive_positions() -> None:
     assert runs_of([5, 1, 2, 3, 7, 6, 10]) == [(1, 4), (5, 8), (10, 11)]
 
 
-def events(positions: list[int]) -> pa.Table:
-    """A minimal events table for lease()."""
-    n = len(positions)
-    return pa.table(
-        {
-            "position": positions,
-            "url": [f"u{p}" for p in positions],
-            "n": ["e"] * n,
-            "v": [1] * n,
-            "time": [0] * n,
-            "row": [p + 1 for p in positions],
-            "line": [None] * n,
-        }
-    )
-
-
 def test_done_rows_survive_reopening_as_few_ranges(tmp_path: Path) -> None:
     """Acks commit as a watermark plus ranges, not one row per event."""
     path = tmp_path / "l.sqlite"
     ledger = SqliteLedger(path, KEY)
-    ledger.lease("a.csv", events(list(range(1000))), None)
+    ledger.lease(list(range(1000)), None)
     ledger.done_many([*range(0, 600), *range(700, 1000)])
     ledger.unsent(list(range(600, 700)), [])
     ledger.close()
@@ -80,7 +63,7 @@ def test_leases_left_by_a_crash_are_unknown(tmp_path: Path, policy: str) -> None
     """Leased, never acknowledged: unknown; resend re-sends them, skip settles them."""
     path = tmp_path / "l.sqlite"
     ledger = SqliteLedger(path, KEY)
-    ledger.lease("a.csv", events(list(range(10))), None)
+    ledger.lease(list(range(10)), None)
     ledger.done_many([0])
     ledger.flush()
     ledger._file_lock.release()  # the process "dies": no close, no release of leases
@@ -95,7 +78,7 @@ def test_graceful_stop_keeps_only_ambiguous_rows_leased(tmp_path: Path) -> None:
     """Released rows are plainly pending; rows that may have arrived stay unknown."""
     path = tmp_path / "l.sqlite"
     ledger = SqliteLedger(path, KEY)
-    ledger.lease("a.csv", events(list(range(5))), None)
+    ledger.lease(list(range(5)), None)
     ledger.unsent([0, 1, 2, 3, 4], ambiguous=[3])
     ledger.close()
     assert SqliteLedger(path, KEY).resume.unknown == 1
@@ -134,17 +117,17 @@ def test_dedupe_keys_across_runs(tmp_path: Path) -> None:
     """A key sent by one run is a duplicate in another; released keys are free again."""
     path = tmp_path / "l.sqlite"
     first = SqliteLedger(path, KEY, dedupe=True)
-    admitted = first.lease("a.csv", events([0, 1, 2]), ["A", "B", "A"])
-    assert admitted.duplicates == 1 and admitted.work is not None
-    assert admitted.work.positions == [0, 1]
+    leased = first.lease([0, 1, 2], ["A", "B", "A"])
+    assert leased.duplicates == 1
+    assert leased.positions == [0, 1]
     first.done_many([0])
     first.unsent([1], [])  # B never left: its key is free
     first.close()
     other = RunKey("/data/b.csv", "b.csv", "src9", "schema1", KEY.endpoint)
     second = SqliteLedger(path, other, dedupe=True)
-    admitted = second.lease("b.csv", events([0, 1, 2]), ["A", "B", "C"])
-    assert admitted.duplicates == 1
-    assert admitted.work is not None and admitted.work.positions == [1, 2]
+    leased = second.lease([0, 1, 2], ["A", "B", "C"])
+    assert leased.duplicates == 1
+    assert leased.positions == [1, 2]
     second.close()
 
 
@@ -152,7 +135,7 @@ def test_failures_are_recorded(tmp_path: Path) -> None:
     """A permanent failure settles the row and is kept with its status and error."""
     path = tmp_path / "l.sqlite"
     ledger = SqliteLedger(path, KEY)
-    ledger.lease("a.csv", events([0]), None)
+    ledger.lease([0], None)
     ledger.failed(Failure(0, "a.csv", 1, None, "u0", 1, 400, "400 Bad Request"))
     ledger.close()
     db = sqlite3.connect(path)
@@ -176,5 +159,5 @@ def test_dedupe_claims_look_up_each_key_not_every_stored_key(tmp_path: Path) -> 
     steps = [row[-1] for row in plan]
     assert steps[0].startswith("SCAN k")
     assert "USING PRIMARY KEY (destination=? AND key=?)" in steps[1]
-    source = Path(__file__).resolve().parent.parent / "importer" / "ledger.py"
+    source = Path(__file__).resolve().parent.parent / "importer" / "ledger" / "runs.py"
     assert "CROSS JOIN dedupe_keys AS d ON d.destination = ? AND d.key" in source.read_text()

@@ -1,9 +1,10 @@
-"""The ledger: which rows of a run are settled or leased, which failed, which keys were sent.
+"""The run ledger: which rows of a run are settled or leased, which failed, which keys were sent.
 
-A run is one source (by content) with one schema to one endpoint. Its rows move through
-named transitions, each one SQLite transaction (WAL):
+A run is one source (by content) with one schema to one endpoint. Its rows, known here by
+their position in the source only, move through named transitions, each one SQLite
+transaction (WAL):
 
-* **reject** (per batch): rejected rows become settled;
+* **reject** (per batch): rejected and filtered rows become settled;
 * **lease** (per chunk of ~1,000 rows, as it is queued): duplicate rows become settled, the
   rest are leased — written before any of them is dispatched;
 * **flush** (every ~200 ms or few hundred rows): acknowledged and failed rows become settled,
@@ -13,17 +14,14 @@ named transitions, each one SQLite transaction (WAL):
 
 After a crash, leased-but-unsettled rows are *unknown*: ``unknown="resend"`` sends them
 again (never loses), ``unknown="skip"`` settles them (never duplicates). Settled rows are
-a watermark plus ranges (:mod:`importer.intervals`), not one row per event; resuming is a
-query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledger``).
+a watermark plus ranges (:mod:`importer.ledger.intervals`), not one row per event; resuming
+is a query, not a replay. :class:`MemoryLedger` is the no-file stand-in (``--no-ledger``);
+:class:`RetryLedger` settles the failed rows of a run that ``retry`` sends again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -31,63 +29,30 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from yarl import URL
 
-from importer.errors import ImporterError, LedgerDamagedError, LedgerError, RunMismatchError
-from importer.intervals import IntervalSet
-from importer.mapping import Mapped
-from importer.options import (
-    DEFAULT_LEDGER,
-    LEDGER_ENV,
-    default_ledger,
-    ledger_path,
-)
-from importer.sender import Failure, Work
+from importer.errors import RunMismatchError
+from importer.ledger.intervals import IntervalSet
+from importer.ledger.store import FileLock, Transaction, connect, load_ranges, translated
+from importer.work import Failure
 
 DEFAULT_FLUSH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 0.2
 SANDBOX = "sandbox"
 Unknown = Literal["resend", "skip"]
-_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY, source_key TEXT NOT NULL, source_name TEXT NOT NULL,
-    source_fingerprint TEXT NOT NULL, schema_fingerprint TEXT NOT NULL, endpoint TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, finished REAL,
-    watermark INTEGER NOT NULL DEFAULT 0, rows_seen INTEGER NOT NULL DEFAULT 0,
-    sent INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0, duplicates INTEGER NOT NULL DEFAULT 0,
-    unknown_skipped INTEGER NOT NULL DEFAULT 0, unknown_resent INTEGER NOT NULL DEFAULT 0,
-    filtered INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS runs_by_source ON runs (source_key, endpoint);
-CREATE INDEX IF NOT EXISTS runs_by_content ON runs (source_fingerprint, endpoint);
-CREATE TABLE IF NOT EXISTS ranges (
-    run_id INTEGER NOT NULL, kind TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
-    PRIMARY KEY (run_id, kind, start)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS failures (
-    run_id INTEGER NOT NULL, position INTEGER NOT NULL, file TEXT, row INTEGER, line INTEGER,
-    url TEXT NOT NULL, attempts INTEGER NOT NULL, status INTEGER, error TEXT, time REAL,
-    currency TEXT, PRIMARY KEY (run_id, position)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rejected_ranges (
-    run_id INTEGER NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
-    PRIMARY KEY (run_id, start)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dedupe_keys (
-    destination TEXT NOT NULL, key TEXT NOT NULL, run_id INTEGER NOT NULL,
-    position INTEGER NOT NULL, PRIMARY KEY (destination, key)) WITHOUT ROWID;
-"""
-# Columns added after the first release: a ledger written by an older version gains them.
-_ADDED_COLUMNS = (
-    ("runs", "filtered", "INTEGER NOT NULL DEFAULT 0"),
-    ("failures", "currency", "TEXT"),
-)
 
 
 @dataclass
-class Admitted:
-    """The rows of a mapped batch that go to the sender, and what was kept back."""
+class Leased:
+    """What a lease did with a chunk of rows.
 
-    work: Work | None
+    Attributes:
+        positions: the rows leased, to be sent now.
+        keep: per row of the chunk, whether it was leased (None: every row was).
+        duplicates: rows settled as duplicates of a dedupe key sent before.
+    """
+
+    positions: list[int]
+    keep: np.ndarray | None
     duplicates: int
 
 
@@ -100,6 +65,14 @@ class RunKey:
     source_fingerprint: str
     schema_fingerprint: str
     endpoint: str
+
+
+@dataclass(frozen=True)
+class LedgerRun:
+    """Where a run is recorded: the ledger file and the run's id in it."""
+
+    path: str
+    run: int
 
 
 @dataclass(frozen=True)
@@ -125,59 +98,15 @@ class Resume:
     filtered: int = 0
 
 
-def work_of(
-    file: str, events: pa.Table, keep: np.ndarray | None = None, positions: list[int] | None = None
-) -> Work | None:
-    """Valid rows (those where ``keep`` is true) of one file as sender Work.
-
-    ``positions``: those of the kept rows, when the caller has them already.
-    """
-    if keep is not None and not keep.all():
-        events = events.filter(pa.array(keep))
-    if events.num_rows == 0:
-        return None
-    return Work(
-        positions=positions if positions is not None else events.column("position").to_pylist(),
-        # yarl.URL objects are built here, in the ledger's thread, not on the event loop:
-        # that parsing overlaps the loop's socket calls instead of adding to them.
-        urls=[URL(url, encoded=True) for url in events.column("url").to_pylist()],
-        names=events.column("n").to_pylist(),
-        values=events.column("v").to_pylist(),
-        currencies=_currencies(events),
-        times=events.column("time").to_pylist(),
-        file=file,
-        rows=events.column("row").to_pylist(),
-        lines=events.column("line").to_pylist(),
-    )
-
-
-def _currencies(events: pa.Table) -> list[str | None] | None:
-    """Each row's currency, or None when the schema has no currency column."""
-    if "currency" not in events.column_names:
-        return None
-    column = events.column("currency")
-    return column.to_pylist() if column.null_count < events.num_rows else None
-
-
-def rejected_positions(mapped: Mapped) -> list[int]:
-    """Every rejected position of a mapped batch (malformed records included)."""
-    if not mapped.rejects.num_rows:
-        return []
-    result: list[int] = pc.unique(mapped.rejects.column("position")).to_pylist()
-    return result
-
-
-def filtered_positions(mapped: Mapped) -> list[int]:
-    """The positions a schema filter left out (the time window's are not settled)."""
-    result: list[int] = mapped.filtered.tolist()
-    return result
-
-
 class MemoryLedger:
     """A ledger for one process: nothing survives it, but duplicate keys are still caught."""
 
+    resume: Resume | None = None  # nothing is remembered from before
+    recorded_in: LedgerRun | None = None  # nor after
+
     def __init__(self) -> None:
         self._keys: set[str] = set()
+        self.unknown_now = 0
 
     def settled_range(self, start: int, stop: int) -> bool:
         """Nothing is settled before a run with no ledger."""
@@ -187,19 +116,20 @@ class MemoryLedger:
         """Nothing is settled before a run with no ledger."""
         return np.zeros(len(positions), dtype=bool)
 
-    def reject(self, mapped: Mapped) -> None:
+    def reject(self, rejected: list[int], filtered: list[int], seen: int) -> None:
         """Nothing to record."""
 
-    def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted:
+    def lease(self, positions: list[int], keys: list[str] | None) -> Leased:
         """Skip rows whose dedupe key came earlier in this run."""
         if keys is None:
-            return Admitted(work_of(file, events), 0)
+            return Leased(positions, None, 0)
         keep = np.zeros(len(keys), dtype=bool)
         for i, key in enumerate(keys):
             if key not in self._keys:
                 self._keys.add(key)
                 keep[i] = True
-        return Admitted(work_of(file, events, keep), int((~keep).sum()))
+        leased = [p for p, kept in zip(positions, keep.tolist(), strict=True) if kept]
+        return Leased(leased, keep, len(positions) - len(leased))
 
     def done_many(self, positions: list[int]) -> None:
         """Nothing to record."""
@@ -208,128 +138,18 @@ class MemoryLedger:
         """Nothing to record."""
 
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
-        """Nothing to record."""
+        """Count the rows that may have arrived."""
+        self.unknown_now += len(ambiguous)
+
+    def due(self) -> bool:
+        """Nothing is ever waiting."""
+        return False
 
     def flush(self) -> None:
         """Nothing to write."""
 
     def close(self, *, finished: bool = False) -> None:
         """Nothing to close."""
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) a ledger file in WAL mode."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA_SQL)
-        for table, column, kind in _ADDED_COLUMNS:
-            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    except sqlite3.Error as exc:
-        raise ledger_error(path, exc) from exc
-    return db
-
-
-def ledger_error(path: Path, exc: sqlite3.Error) -> ImporterError:
-    """The one translation of SQLite's errors into what a user can act on."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.DatabaseError) and (
-        "malformed" in text or "not a database" in text or "corrupt" in text
-    ):
-        return LedgerDamagedError(
-            f"{path} is damaged or not a ledger (SQLite: {text}); nothing was sent. Move it "
-            f"aside (mv '{path}' '{path}.damaged') and restore a backup of it if you have one. "
-            "A new ledger knows nothing of what was sent (nor its dedupe keys): the same "
-            "command would send every row again; use --since/--until to send only what is "
-            "missing."
-        )
-    if "full" in text or "disk I/O" in text or "readonly" in text or "read-only" in text:
-        try:
-            free = shutil.disk_usage(path.parent).free
-            room = f"{free / 1e6:,.1f} MB free there"
-        except OSError:
-            room = "free space unknown"
-        return LedgerError(
-            f"{path}: cannot write the ledger ({text}; {room}). Free some space (a ledger "
-            "needs a few MB, plus as much again while it commits) or move it with --ledger, "
-            "then run the same command again to resume."
-        )
-    return LedgerError(f"{path}: cannot use the ledger: {text}")
-
-
-class FileLock:
-    """One process at a time per ledger file; the OS drops the lock if the process dies.
-
-    The lock is taken on the ledger file itself (``flock`` locks the inode), so it holds
-    however the file is named: through a symbolic link, a hard link or a relative path. The
-    holder's pid is written beside the real file, for the message only. (``flock`` and
-    SQLite's own POSIX locks do not interfere.)
-    """
-
-    def __init__(self, path: Path) -> None:
-        real = path.resolve()
-        self.path = real.with_name(real.name + ".lock")
-        try:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(real, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise LedgerError(
-                f"{path}: cannot create the ledger here ({exc.strerror}); pass another --ledger"
-            ) from exc
-        try:
-            _flock(self._fd, exclusive=True)
-        except BlockingIOError:
-            os.close(self._fd)
-            holder = _read_pid(self.path)
-            raise LedgerError(
-                f"{path} is in use by another event-backfill process (pid {holder}); wait for "
-                "it to finish, or pass a different --ledger"
-            ) from None
-        with contextlib.suppress(OSError):  # the pid is only for the message
-            self.path.write_text(str(os.getpid()))
-
-    def release(self) -> None:
-        _unlock(self._fd)
-        os.close(self._fd)
-
-
-def in_use(path: Path) -> bool:
-    """Whether a process holds the ledger (status shows that run as running)."""
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _flock(fd, exclusive=False)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _flock(fd: int, *, exclusive: bool) -> None:
-    """Lock without waiting (BlockingIOError if held). POSIX only: fcntl is imported here,
-    not at the top, so the package imports (and --help runs) on any platform."""
-    import fcntl
-
-    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-
-
-def _unlock(fd: int) -> None:
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def _read_pid(path: Path) -> str:
-    try:
-        return path.read_text().strip() or "?"
-    except OSError:
-        return "?"
 
 
 class SqliteLedger:
@@ -378,23 +198,19 @@ class SqliteLedger:
             self._snapshot = self._snapshot.difference(self._rejected_before())
 
     def _rejected_before(self) -> IntervalSet:
-        try:
+        with translated(self.path):
             rows = self.db.execute(
                 "SELECT start, stop FROM rejected_ranges WHERE run_id = ?", (self.run_id,)
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise ledger_error(self.path, exc) from exc
         return IntervalSet(rows)
 
     def _open_run(self, new_run: bool, unknown: Unknown) -> tuple[int, bool]:
         """Find or start the run, load its ranges, apply the unknown policy."""
-        try:
+        with translated(self.path):
             self.run_id, resumed = self._find_run(new_run)
-            self.settled, self.leased = self._load_ranges()
+            self.settled, self.leased = load_ranges(self.db, self.run_id)
             self.unknown = IntervalSet()  # leased by a process that died: may have arrived
             self.resume = self._apply_unknown(resumed, unknown)
-        except sqlite3.Error as exc:
-            raise ledger_error(self.path, exc) from exc
         return self.run_id, resumed
 
     # -- opening ----------------------------------------------------------------------------
@@ -444,18 +260,6 @@ class SqliteLedger:
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid, False
-
-    def _load_ranges(self) -> tuple[IntervalSet, IntervalSet]:
-        (watermark,) = self.db.execute(
-            "SELECT watermark FROM runs WHERE id = ?", (self.run_id,)
-        ).fetchone()
-        settled = IntervalSet([(0, watermark)])
-        leased = IntervalSet()  # leased by an earlier process, or still unknown from before
-        for kind, start, stop in self.db.execute(
-            "SELECT kind, start, stop FROM ranges WHERE run_id = ?", (self.run_id,)
-        ):
-            (settled if kind == "settled" else leased).add_ranges([(start, stop)])
-        return settled, leased.difference(settled)
 
     def _apply_unknown(self, resumed: bool, policy: Unknown) -> Resume:
         sent, seen, rejected, filtered = self.db.execute(
@@ -510,11 +314,10 @@ class SqliteLedger:
 
     # -- transitions -------------------------------------------------------------------------
 
-    def reject(self, mapped: Mapped) -> None:
-        """Settle the rejected and filtered rows of a mapped batch (one transaction, if any)."""
-        self._rows_seen = max(self._rows_seen, _end(mapped))  # written with the next commit
-        rejected = rejected_positions(mapped)
-        filtered = filtered_positions(mapped)
+    def reject(self, rejected: list[int], filtered: list[int], seen: int) -> None:
+        """Settle rejected and filtered rows (one transaction, if any); ``seen``: the end of
+        what was read so far (written with the next commit)."""
+        self._rows_seen = max(self._rows_seen, seen)
         if not rejected and not filtered:
             return
         if rejected:  # rows re-read to list them again (replay_rejects) are not counted twice
@@ -535,14 +338,13 @@ class SqliteLedger:
                 )
             self._write_ranges()
 
-    def lease(self, file: str, events: pa.Table, keys: list[str] | None) -> Admitted:
+    def lease(self, positions: list[int], keys: list[str] | None) -> Leased:
         """Claim dedupe keys and lease rows just before they are queued (one transaction).
 
         Duplicates become settled; the rest are leased, committed before any is dispatched.
         Leasing a small chunk at a time keeps the rows that can turn "unknown" in a crash
         to about what is queued and in flight.
         """
-        positions = events.column("position").to_pylist()
         with self._transaction():
             keep = None
             duplicates, leased = [], positions
@@ -563,7 +365,7 @@ class SqliteLedger:
                 )
                 self._write_ranges()
             self._add_lease(leased)
-        return Admitted(work_of(file, events, keep, leased), len(duplicates))
+        return Leased(leased, keep, len(duplicates))
 
     def done_many(self, positions: list[int]) -> None:
         """Rows were acknowledged (committed at the next flush)."""
@@ -648,6 +450,11 @@ class SqliteLedger:
             self._file_lock.release()
 
     @property
+    def recorded_in(self) -> LedgerRun:
+        """The file and run id, for messages and ``retry --ledger --run``."""
+        return LedgerRun(str(self.path), self.run_id)
+
+    @property
     def unknown_now(self) -> int:
         """Rows that may have arrived: still leased (after a stop), or unknown from before."""
         maybe = self.leased.copy()
@@ -729,58 +536,76 @@ class SqliteLedger:
             )
 
 
-class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, with SQLite errors as LedgerError."""
+class RetryLedger:
+    """The ledger of a ``retry`` of one run's failed rows: a row acknowledged now leaves the
+    failures and counts as sent; one that fails again has its failure updated.
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self.db = db
+    It takes the same calls from the sender as :class:`SqliteLedger` (rows are known by
+    position); the caller holds the file's lock.
+    """
+
+    def __init__(self, path: Path, run: int, *, flush_rows: int = DEFAULT_FLUSH_ROWS) -> None:
         self.path = path
+        self.run = run
+        self.flush_rows = flush_rows
+        self.db = connect(path)
+        self.unknown_now = 0  # rows whose request may have arrived: they stay failed
+        self._lock = threading.Lock()
+        self._done: list[int] = []
+        self._failed: list[Failure] = []
 
-    def __enter__(self) -> None:
+    def done_many(self, positions: list[int]) -> None:
+        """Rows were acknowledged (committed at the next flush)."""
+        with self._lock:
+            self._done += positions
+
+    def failed(self, failure: Failure) -> None:
+        """A row failed again (committed at the next flush)."""
+        with self._lock:
+            self._failed.append(failure)
+
+    def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
+        """At a stop: the rows stay in the failures table for the next retry."""
+        with self._lock:
+            self.unknown_now += len(ambiguous)
+
+    def due(self) -> bool:
+        """Whether enough rows wait for a commit to do one now."""
+        with self._lock:
+            return len(self._done) + len(self._failed) >= self.flush_rows
+
+    def flush(self) -> None:
+        """Commit acknowledged and failed rows in one transaction."""
+        with self._lock:
+            done, self._done = self._done, []
+            failed, self._failed = self._failed, []
+        if not (done or failed):
+            return
+        with Transaction(self.db, self.path):
+            self.db.executemany(
+                "DELETE FROM failures WHERE run_id = ? AND position = ?",
+                [(self.run, p) for p in done],
+            )
+            self.db.executemany(
+                "UPDATE failures SET attempts = attempts + ?, status = ?, error = ?, time = ? "
+                "WHERE run_id = ? AND position = ?",
+                [
+                    (f.attempts, f.status, f.error, time.time(), self.run, f.position)
+                    for f in failed
+                ],
+            )
+            self.db.execute(
+                "UPDATE runs SET sent = sent + ?, failed = failed - ?, updated = ? WHERE id = ?",
+                (len(done), len(done), time.time(), self.run),
+            )
+
+    def close(self) -> None:
+        """Commit what is left and close the file."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise ledger_error(self.path, exc) from exc
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if exc is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error as error:
-                self._rollback()
-                raise ledger_error(self.path, error) from error
-        self._rollback()
-        if isinstance(exc, sqlite3.Error):
-            raise ledger_error(self.path, exc) from exc
-
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
-            self.db.execute("ROLLBACK")
-
-
-def _end(mapped: Mapped) -> int:
-    positions = mapped.batch.positions
-    last = [int(positions.max()) + 1] if len(positions) else []
-    last += [m.position + 1 for m in mapped.batch.malformed]
-    return max(last, default=0)
+            self.flush()
+        finally:
+            self.db.close()
 
 
 def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
-
-
-__all__ = [
-    "DEFAULT_LEDGER",
-    "LEDGER_ENV",
-    "SANDBOX",
-    "Admitted",
-    "MemoryLedger",
-    "Resume",
-    "RunKey",
-    "SqliteLedger",
-    "connect",
-    "default_ledger",
-    "ledger_path",
-    "work_of",
-]
