@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
-# The inner loop: everything but the long end-to-end tests (kill -9 loops, outages).
+# The inner loop, under 30 s: the unit tests. Left out are the `e2e` tests (they start
+# processes, or send whole files through real servers; tests/conftest.py marks them) and
+# the `slow` ones (kill -9 loops, outages). `make test` runs everything.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow and not e2e" -q
 
 DEMO_LEDGER := .backfill/demo-ledger.sqlite
 EB := $(VENV)/bin/event-backfill

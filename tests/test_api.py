@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,18 +45,24 @@ def test_check_a_dataframe_with_nullable_and_categorical_columns() -> None:
     assert "u=u3&x87654321=2222222_3333333&v=1999&g=1234567" in urls[1]
 
 
-def test_arrow_table_and_schema_object() -> None:
-    """An Arrow table, and a schema built in Python from model objects."""
+def test_arrow_table_and_schema_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Arrow table, and a schema built in Python from model objects: its options apply."""
+    monkeypatch.setenv("TEST_API_SALT", "pepper:")
     schema = importer.Schema(
         **{
             **BASE_SCHEMA,
             "project_id": DigitsField(value="1234567"),
-            "user_id": UserIdField(column="user", hash="sha256"),
+            "user_id": UserIdField(column="user", hash="sha256", salt_env="TEST_API_SALT"),
         }
     )
     table = pa.Table.from_pandas(frame().dropna(subset=["user"]), preserve_index=False)
     report = importer.check(table, schema=schema, now=NOW)
     assert (report.valid, report.rejected) == (2, 0)
+    # user_id.hash = "sha256": u is the hex sha256 of salt + id, never the id itself.
+    expected = [hashlib.sha256(f"pepper:{user}".encode()).hexdigest() for user in ("u1", "u3")]
+    sent = importer.preview(table, schema=schema, now=NOW)
+    assert sent["u"].tolist() == expected
+    assert all(f"&u={u}&" in url for u, url in zip(expected, sent["url"], strict=True))
 
 
 def test_schema_mistakes_in_python_read_like_file_mistakes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import tomllib
@@ -29,14 +30,26 @@ def schema_file(tmp_path: Path) -> Path:
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    """Each command's help carries a runnable example."""
-    group = typer.main.get_command(app)
-    names = set(group.commands)  # type: ignore[attr-defined]
-    assert names >= {"check", "preview"}
-    for name in names:
-        result = runner.invoke(app, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert "Example: event-backfill" in result.output or "Commands" in result.output, name
+    """Each command's help carries a runnable example; a group's help lists its commands,
+    and each of those carries its own example."""
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert set(commands) >= {"check", "preview", "failures"}
+    pending = [((name,), command) for name, command in commands.items()]
+    leaves: set[tuple[str, ...]] = set()
+    while pending:
+        path, command = pending.pop()
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, path
+        text = " ".join(result.output.split())  # help is wrapped to the terminal's width
+        subcommands = getattr(command, "commands", None)
+        if subcommands:  # a group such as `failures`
+            listed = text.partition(" Commands: ")[2].split()
+            assert set(subcommands) <= set(listed), (path, text)
+            pending += [((*path, name), sub) for name, sub in subcommands.items()]
+        else:
+            assert f"Example: event-backfill {' '.join(path)} " in text, (path, text)
+            leaves.add(path)
+    assert {("check",), ("failures", "export")} <= leaves
 
 
 def test_check_all_valid_exits_0(schema_file: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
@@ -55,19 +68,34 @@ def test_check_with_rejects_exits_3_and_writes_a_safe_file(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """Rejected rows: exit 3, examples with file and line, a spreadsheet-safe rejects file."""
-    path = write_csv([HEADER, SPEC_ROW, "=cmd|' /C calc'!A0,e,1,2,3,-5.00,1462472175"])
+    formula = "=cmd|' /C calc'!A0"
+    path = write_csv(
+        [
+            HEADER,
+            SPEC_ROW,
+            f"{formula},e,1,2,3,-5.00,1462472175",  # the user id passes: the amount is rejected
+            f"u4,e,1,2,{formula},1.00,1462472175",  # a formula as goal ids: it is the rejected cell
+        ]
+    )
     out = tmp_path / "rejects.csv"
     result = runner.invoke(
         app, ["check", str(path), "--schema", str(schema_file), "--rejects", str(out), "--quiet"]
     )
     assert result.exit_code == 3, result.output
-    assert "rows read 2 = valid 1 + filtered 0 + rejected 1" in result.stdout
+    assert "rows read 3 = valid 1 + filtered 0 + rejected 2" in result.stdout
     assert f"      {path} line 3, column amount: '-5.00'" in result.stdout
     text = out.read_text()
     assert text.splitlines()[0] == '"file","row","line","column","rule","message","value"'
-    assert '"\'-5.00"' in text
-    assert "\"'=cmd|' /C calc'!A0\"" not in text  # the user id passed: only the amount is rejected
-    assert "value-negative" in text
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # Only the rejected cells are shown, each neutralised with a leading apostrophe.
+    assert [(r["line"], r["column"], r["rule"], r["value"]) for r in rows] == [
+        ("3", "amount", "value-negative", "'-5.00"),
+        ("4", "goals", "goal-ids-format", f"'{formula}"),
+    ]
+    with out.open(newline="") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
 
 
 def test_check_json(schema_file: Path, write_csv) -> None:  # type: ignore[no-untyped-def]
@@ -201,5 +229,5 @@ def test_status_json_is_plain_json(tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", "--ledger", str(ledger), "--json"])
     assert result.exit_code == 0
     assert "\\/" not in result.stdout
-    (run,) = json.loads(result.stdout)
+    (run,) = json.loads(result.stdout)["runs"]
     assert run["endpoint"] == "http://h/event" and run["sent"] == 0
