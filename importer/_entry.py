@@ -24,11 +24,8 @@ def _lean_memory_pool() -> None:
     a `send` than jemalloc or the system allocator, for no measurable speed. The command owns
     its process, so it chooses; the library leaves a notebook's allocator alone.
     """
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    import pyarrow as pa
-
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a build without jemalloc (e.g. Windows)
-        pa.set_memory_pool(pa.system_memory_pool())
+    # Arrow reads the variable when it first loads: setting it costs nothing, so --help and
+    # --version stay free of pyarrow. Windows wheels are built without jemalloc.
+    os.environ.setdefault(
+        "ARROW_DEFAULT_MEMORY_POOL", "system" if sys.platform == "win32" else "jemalloc"
+    )

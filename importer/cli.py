@@ -7,7 +7,6 @@ or schema error, 3 finished with rejected or failed rows.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import importlib
 import json
@@ -36,7 +35,7 @@ from importer.options import (
     SendOptions,
     ledger_path,
 )
-from importer.progress import Monitor, Progress, TqdmProgress
+from importer.progress import Monitor, NullProgress, Progress, TqdmProgress
 
 if TYPE_CHECKING:
     from importer import api
@@ -177,6 +176,41 @@ GiveUpOpt = Annotated[
     float,
     typer.Option(help="Stop (resumable) when nothing succeeded for this many seconds.", min=0.1),
 ]
+
+
+class ProgressMode(enum.StrEnum):
+    """How send and retry show their progress."""
+
+    AUTO = "auto"
+    JSON = "json"
+
+
+ProgressOpt = Annotated[
+    ProgressMode,
+    typer.Option(
+        help="'auto': a bar on a terminal, status lines otherwise; 'json': one JSON object "
+        "per event on stderr (the --log-file events, plus status every --status-interval).",
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds per request.", min=0.01)]
+ConnectTimeoutOpt = Annotated[float, typer.Option(help="Seconds to connect.", min=0.01)]
+DrainTimeoutOpt = Annotated[
+    float, typer.Option(help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)
+]
+DelimiterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CSV delimiter, one character (overrides the schema's [csv] delimiter).",
+        show_default=False,
+    ),
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CSV text encoding, e.g. cp1252 (overrides the schema's [csv] encoding).",
+        show_default=False,
+    ),
+]
 RunOpt = Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)]
 T = TypeVar("T")
 
@@ -233,6 +267,12 @@ def _confirm(banner: str | None, question: str, *, yes: bool) -> bool:
     return True
 
 
+def _csv(delimiter: str | None, encoding: str | None) -> dict[str, str] | None:
+    """The CSV options given on the command line, overriding the schema's [csv]."""
+    given = {"delimiter": delimiter, "encoding": encoding}
+    return {k: v for k, v in given.items() if v is not None} or None
+
+
 def _ledger(path: Path | None) -> LedgerPath:
     return DEFAULT_LEDGER if path is None else path
 
@@ -243,7 +283,7 @@ def _progress(quiet: bool) -> Progress:
 
 
 def _monitor(
-    quiet: bool, log_file: Path | None, interval: float, verbose: bool
+    quiet: bool, log_file: Path | None, interval: float, verbose: bool, json_progress: bool
 ) -> tuple[Monitor, Callable[[], None]]:
     """The progress of a send or retry: the bar, status lines without a terminal, a log.
 
@@ -253,9 +293,13 @@ def _monitor(
     if log_file is not None:
         _run(lambda: api.check_output(log_file, "--log-file"))
         log = log_file.open("a", encoding="utf-8")
-    periodic = verbose or not sys.stderr.isatty()
+    periodic = verbose or json_progress or not sys.stderr.isatty()
     monitor = Monitor(
-        _progress(quiet), stream=sys.stderr, interval=interval if periodic else None, log=log
+        NullProgress() if json_progress else _progress(quiet),
+        stream=sys.stderr,
+        interval=interval if periodic else None,
+        log=log,
+        json_stream=json_progress,
     )
     return monitor, (log.close if log is not None else lambda: None)
 
@@ -268,9 +312,11 @@ def _monitored(
     interval: float,
     verbose: bool,
     as_json: bool,
+    progress: ProgressMode = ProgressMode.AUTO,
 ) -> None:
     """Run a send or retry with its monitor and log, show the report, exit with its code."""
-    monitor, close_log = _monitor(quiet, log_file, interval, verbose)
+    json_progress = progress is ProgressMode.JSON
+    monitor, close_log = _monitor(quiet, log_file, interval, verbose, json_progress)
     try:
         report = _run(lambda: work(monitor))
         _finish(monitor, report)
@@ -299,9 +345,19 @@ def _finish(monitor: Monitor, report: Report) -> None:
         **{k: data[k] for k in ("rows_read", "filtered", "rejected") if k in data},
         **{k: data[k] for k in ("sent", "failed", "pending") if k in data},
     )
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):  # else the report shows them once
-        for line in [*(f"warning: {w}" for w in report.warnings), *report.notes]:
+    lines = [*(f"warning: {w}" for w in report.warnings), *report.notes]
+    if monitor.json_stream:
+        for line in lines:
+            monitor.event("note", line)
+    elif not (sys.stdout.isatty() and sys.stderr.isatty()):  # else the report shows them once
+        for line in lines:
             typer.echo(line, err=True)
+
+
+def _echo_json(command: str, **fields: Any) -> None:
+    """One JSON object on stdout, as docs/json.md describes: version and command first."""
+    data = {"version": 1, "command": command, **fields}
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def _show(report: Report, as_json: bool) -> None:
@@ -320,6 +376,8 @@ def check(
     since: SinceOpt = None,
     until: UntilOpt = None,
     endpoint: EndpointOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -331,6 +389,7 @@ def check(
         lambda: api.check(
             files,
             schema=schema,
+            csv=_csv(delimiter, encoding),
             rejects=rejects,
             rejects_rows=rejects_rows,
             since=since,
@@ -353,56 +412,80 @@ def preview(
     out: Annotated[
         Path | None, typer.Option(help="Write the URLs to this file.", show_default=False)
     ] = None,
-    endpoint: EndpointOpt = None,
+    rejects: RejectsOpt = None,
+    rejects_rows: RejectsRowsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
+    endpoint: EndpointOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Print the requests send would make, one URL per line; sends nothing.
 
+    With --json the report goes to stdout and the URLs into it ("requests"), or to --out.
+
     Example: event-backfill preview sample_data/offline_sales.csv -s schemas/offline_sales.toml -n 5
     """
-    counts = _run(lambda: _write_urls(files, schema, n, out, endpoint, since, until))
-    written, rejected, filtered = counts
-    where = f" to {out}" if out else ""
-    said = [f"{written:,} requests written{where}"]
-    if filtered:
-        said.append(f"{filtered:,} rows filtered")
-    if rejected:
-        said.append(f"{rejected:,} rows rejected (run check to see why)")
-    typer.echo("; ".join(said), err=True)
-    raise typer.Exit(0)
+    csv = _csv(delimiter, encoding)
+    _preview(
+        files, schema, csv, n, out, rejects, rejects_rows, since, until, endpoint, as_json, quiet
+    )
 
 
-def _write_urls(
+def _preview(
     files: list[Path],
     schema: Path,
+    csv: dict[str, str] | None,
     n: int | None,
     out: Path | None,
+    rejects: Path | None,
+    rejects_rows: Path | None,
+    since: str | None,
+    until: str | None,
     endpoint: str | None,
-    since: str | None = None,
-    until: str | None = None,
-) -> tuple[int, int, int]:
-    written = rejected = filtered = 0
-    api.check_output(out, "--out")
-    handle = out.open("w", encoding="utf-8") if out else sys.stdout
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    import io
+
+    _run(lambda: api.check_output(out, "--out"))
+    collected = io.StringIO() if as_json and out is None else None
+    handle = collected or (out.open("w", encoding="utf-8") if out else sys.stdout)
     try:
-        for mapped in api.iter_events(
-            files, schema=schema, endpoint=endpoint, since=since, until=until
-        ):
-            rejected += mapped.rejected
-            filtered += mapped.filtered_count
-            urls = mapped.events.column("url").to_pylist()
-            if n is not None:
-                urls = urls[: max(0, n - written)]
-            if urls:
-                handle.write("\n".join(urls) + "\n")
-            written += len(urls)
-            if n is not None and written >= n:
-                break
+        report = _run(
+            lambda: api.write_requests(
+                files,
+                handle,
+                schema=schema,
+                csv=csv,
+                n=n,
+                rejects=rejects,
+                rejects_rows=rejects_rows,
+                endpoint=endpoint,
+                since=since,
+                until=until,
+                progress=_progress(quiet) if out or as_json else False,
+            )
+        )
     finally:
         if out:
             handle.close()
-    return written, rejected, filtered
+    if as_json:
+        data = report.to_dict()
+        if collected is not None:
+            data["requests"] = collected.getvalue().splitlines()
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        where = f" to {out}" if out else ""
+        said = [f"{report.requests_written:,} requests written{where}"]
+        if report.filtered:
+            said.append(f"{report.filtered:,} rows filtered")
+        if report.rejected:
+            said.append(f"{report.rejected:,} rows rejected (run check to see why)")
+        typer.echo("; ".join(said), err=True)
+    raise typer.Exit(0)
 
 
 @app.command()
@@ -410,6 +493,8 @@ def send(
     files: Files,
     schema: SchemaOpt,
     endpoint: EndpointOpt = None,
+    delimiter: DelimiterOpt = None,
+    encoding: EncodingOpt = None,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -422,16 +507,10 @@ def send(
     concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
     rate: RateOpt = None,
     max_attempts: MaxAttemptsOpt = DEFAULT_MAX_ATTEMPTS,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds per request.", min=0.01)
-    ] = DEFAULT_TOTAL_TIMEOUT,
-    connect_timeout: Annotated[
-        float, typer.Option(help="Seconds to connect.", min=0.01)
-    ] = DEFAULT_CONNECT_TIMEOUT,
+    timeout: TimeoutOpt = DEFAULT_TOTAL_TIMEOUT,
+    connect_timeout: ConnectTimeoutOpt = DEFAULT_CONNECT_TIMEOUT,
     give_up_after: GiveUpOpt = DEFAULT_GIVE_UP_AFTER,
-    drain_timeout: Annotated[
-        float, typer.Option(help="On Ctrl-C/SIGTERM, seconds in-flight requests may finish.", min=0)
-    ] = DEFAULT_DRAIN_TIMEOUT,
+    drain_timeout: DrainTimeoutOpt = DEFAULT_DRAIN_TIMEOUT,
     rejects: RejectsOpt = None,
     rejects_rows: RejectsRowsOpt = None,
     since: SinceOpt = None,
@@ -459,13 +538,15 @@ def send(
     log_file: LogFileOpt = None,
     status_interval: StatusIntervalOpt = 30.0,
     verbose: VerboseOpt = False,
+    progress: ProgressOpt = ProgressMode.AUTO,
 ) -> None:
     """Validate, map and deliver every row, with retries; prints a report that reconciles.
 
     Example: event-backfill send sample_data/impressions.csv -s schemas/impressions.toml --sandbox
     """
     if dry_run:
-        preview(files, schema, None, None, endpoint, since, until)
+        csv = _csv(delimiter, encoding)
+        _preview(files, schema, csv, None, None, None, None, since, until, endpoint, as_json, quiet)
     options = SendOptions(
         concurrency=concurrency,
         rate=rate,
@@ -480,6 +561,7 @@ def send(
             lambda: api.production_summary(
                 files,
                 schema=schema,
+                csv=_csv(delimiter, encoding),
                 endpoint=endpoint,
                 since=since,
                 until=until,
@@ -494,6 +576,7 @@ def send(
             files,
             yes=yes,
             schema=schema,
+            csv=_csv(delimiter, encoding),
             endpoint=endpoint,
             sandbox=sandbox,
             options=options,
@@ -512,6 +595,7 @@ def send(
         interval=status_interval,
         verbose=verbose,
         as_json=as_json,
+        progress=progress,
     )
 
 
@@ -525,7 +609,7 @@ def status(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
     frame = _run(lambda: api.status(ledger=path))
     if as_json:
         # Plain json.dumps: pandas' to_json escapes every slash ("http:\/\/...").
-        typer.echo(json.dumps(frame.to_dict("records"), indent=2, default=str))
+        _echo_json("status", ledger=str(path), runs=frame.to_dict("records"))
         raise typer.Exit(0)
     typer.echo(f"ledger: {path}")
     if frame.empty:
@@ -556,20 +640,30 @@ def retry(
     concurrency: ConcurrencyOpt = DEFAULT_CONCURRENCY,
     rate: RateOpt = None,
     max_attempts: MaxAttemptsOpt = DEFAULT_MAX_ATTEMPTS,
+    timeout: TimeoutOpt = DEFAULT_TOTAL_TIMEOUT,
+    connect_timeout: ConnectTimeoutOpt = DEFAULT_CONNECT_TIMEOUT,
     give_up_after: GiveUpOpt = DEFAULT_GIVE_UP_AFTER,
+    drain_timeout: DrainTimeoutOpt = DEFAULT_DRAIN_TIMEOUT,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     yes: YesOpt = False,
     log_file: LogFileOpt = None,
     status_interval: StatusIntervalOpt = 30.0,
     verbose: VerboseOpt = False,
+    progress: ProgressOpt = ProgressMode.AUTO,
 ) -> None:
     """Send the rows that failed permanently again, once their cause is fixed.
 
     Example: event-backfill retry --ledger ledger.sqlite --run 3
     """
     options = SendOptions(
-        concurrency=concurrency, rate=rate, max_attempts=max_attempts, give_up_after=give_up_after
+        concurrency=concurrency,
+        rate=rate,
+        max_attempts=max_attempts,
+        total_timeout=timeout,
+        connect_timeout=connect_timeout,
+        give_up_after=give_up_after,
+        drain_timeout=drain_timeout,
     )
     banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
     yes = _confirm(banner, "Re-send these rows?", yes=yes)
@@ -589,6 +683,7 @@ def retry(
         interval=status_interval,
         verbose=verbose,
         as_json=as_json,
+        progress=progress,
     )
 
 
@@ -597,12 +692,17 @@ def failures_export(
     out: Annotated[Path, typer.Argument(help="A .csv (spreadsheet-safe) or .parquet file.")],
     ledger: LedgerOpt = None,
     run: RunOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the failed rows with their last status and error to a file.
 
     Example: event-backfill failures export failures.csv --run 3
     """
-    count = _run(lambda: api.export_failures(out, ledger=_ledger(ledger), run=run))
+    path = _ledger(ledger)
+    count = _run(lambda: api.export_failures(out, ledger=path, run=run))
+    if as_json:
+        where = str(ledger_path(path))
+        _echo_json("failures export", ledger=where, run=run, file=str(out), rows=count)
     typer.echo(f"{count:,} failed rows written to {out}", err=True)
     raise typer.Exit(0)
 
@@ -626,6 +726,10 @@ def init(
         str | None,
         typer.Option(help="CSV text encoding, e.g. cp1252 (default: utf-8).", show_default=False),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print what was guessed as JSON (the schema text included)."),
+    ] = False,
 ) -> None:
     """Guess a commented schema from a file's header and a sample of its rows.
 
@@ -639,10 +743,19 @@ def init(
             file, sample_rows=sample_rows, schema_path=out, delimiter=delimiter, encoding=encoding
         )
     )
-    if out is None:
-        typer.echo(guess.text, nl=False)
-    else:
+    if out is not None:
         _run(lambda: _write_text(out, guess.text))
+    if as_json:
+        _echo_json(
+            "init",
+            file=str(file),
+            schema_file=str(out) if out else None,
+            schema=guess.text,
+            todos=list(guess.todos),
+            notes=list(guess.notes),
+        )
+    elif out is None:
+        typer.echo(guess.text, nl=False)
     for note in guess.notes:
         typer.echo(f"init: {note}", err=True)
     where = out or "schema.toml"
@@ -671,6 +784,7 @@ def schema_command(
     list_examples: Annotated[
         bool, typer.Option("--list", help="List the example schemas shipped with the tool.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list: the list as JSON.")] = False,
 ) -> None:
     """Print the JSON Schema of schema files, or an example schema to start from.
 
@@ -689,6 +803,9 @@ def schema_command(
             )
             raise typer.Exit(2)
         typer.echo(examples[example].read_text(encoding="utf-8"), nl=False)
+    elif list_examples and as_json:
+        described = [{"name": n, "about": _first_comment(p)} for n, p in examples.items()]
+        _echo_json("schema", examples=described)
     elif list_examples:
         for name, path in examples.items():
             typer.echo(f"{name:<20} {_first_comment(path)}")
@@ -791,6 +908,8 @@ def collector(
     def announce(line: str) -> None:
         typer.echo(line)
         sys.stdout.flush()
+
+    import asyncio  # here, not at the top: --help and --version stay instant
 
     try:
         _run(

@@ -117,15 +117,25 @@ class Monitor:
         stream: where status lines go (stderr).
         interval: seconds between status lines; None for none (a terminal shows the bar).
         log: an open text file for the JSON lines, or None.
+        json_stream: write to ``stream`` the log's JSON lines instead of text (``--progress
+            json``, for schedulers): every event, a "status" event each ``interval``, and a
+            "note" event for each note.
     """
 
     def __init__(
-        self, inner: Progress, *, stream: Any, interval: float | None, log: Any = None
+        self,
+        inner: Progress,
+        *,
+        stream: Any,
+        interval: float | None,
+        log: Any = None,
+        json_stream: bool = False,
     ) -> None:
         self.inner = inner
         self.stream = stream
         self.interval = interval
         self.log = log
+        self.json_stream = json_stream
         self.counts: dict[str, int] = {}
         self.done = 0
         self.total: int | None = None
@@ -148,7 +158,10 @@ class Monitor:
         self.counts.update(counts)
         now = time.monotonic()
         if self.interval is not None and now - self._last_line >= self.interval:
-            self._line(self.summary())
+            if self.json_stream:
+                self.event("status", rows_per_s=round(self.done / max(1e-9, now - self._started)))
+            else:
+                self._line(self.summary())
             self._last_line = now
 
     def close(self) -> None:
@@ -156,7 +169,9 @@ class Monitor:
 
     def note(self, message: str) -> None:
         self.inner.note(message)
-        if self.interval is not None and not isinstance(self.inner, TqdmProgress):
+        if self.json_stream:
+            self.event("note", message)
+        elif self.interval is not None and not isinstance(self.inner, TqdmProgress):
             self._line(message)  # the bar's note already went to the terminal
 
     def health(self, last_error: str, silent: float) -> None:
@@ -195,19 +210,24 @@ class Monitor:
 
     def event(self, name: str, message: str | None = None, **fields: Any) -> None:
         """An event of note: a line on the stream (if not shown otherwise) and in the log."""
-        if message is not None:
+        if message is not None and not self.json_stream:
             self._line(message)
-        if self.log is not None:
-            record = {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "event": name,
-                **({"message": message} if message else {}),
-                "rows_done": self.done,
-                **self.counts,
-                **fields,  # the caller's numbers (a final report's) win over the last tick's
-            }
-            self.log.write(json.dumps(record, default=str) + "\n")
-            self.log.flush()
+        if self.log is None and not self.json_stream:
+            return
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": name,
+            **({"message": message} if message else {}),
+            "rows_done": self.done,
+            **({"total": self.total} if self.total is not None else {}),
+            **self.counts,
+            **fields,  # the caller's numbers (a final report's) win over the last tick's
+        }
+        line = json.dumps(record, default=str) + "\n"
+        for out in (self.log, self.stream if self.json_stream else None):
+            if out is not None:
+                out.write(line)
+                out.flush()
 
     def _line(self, text: str) -> None:
         stamp = datetime.now().strftime("%H:%M:%S")

@@ -89,7 +89,7 @@ def test_send_delivers_exactly_the_paid_assigned_events(name: str, tmp_path: Pat
         want[event["currency"]] = want.get(event["currency"], 0) + event["v"]
     assert {c: t["value"] for c, t in totals.items()} == want
     status = cli("status", "--ledger", str(ledger), "--json")
-    (run,) = json.loads(status.stdout)
+    (run,) = json.loads(status.stdout)["runs"]
     assert run["filtered"] == truth["expected_filtered"]
     assert run["rows_seen"] == run["sent"] + run["filtered"] + run["rejected"]
 

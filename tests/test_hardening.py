@@ -220,7 +220,7 @@ def test_a_rerun_reports_the_runs_rejects_as_they_are(tmp_path: Path) -> None:
     report = json.loads(again.stdout)
     assert (report["sent"], report["rejected"], report["skipped_done"]) == (0, 2, 48)
     assert received == 48
-    status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)
+    status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)["runs"]
     assert status[0]["rejected"] == 2  # not counted twice
 
 

@@ -58,7 +58,9 @@ def test_server_down_several_times_loses_and_fails_nothing(tmp_path: Path) -> No
     assert all(r["failed"] == 0 for r in reports)
     assert set(received) == {str(i) for i in range(ROWS)}  # lost 0
     assert max(received.values()) == 1  # duplicates 0, counted by the server
-    status = json.loads(cli("status", "--ledger", str(tmp_path / "ledger.sqlite"), "--json").stdout)
+    status = json.loads(
+        cli("status", "--ledger", str(tmp_path / "ledger.sqlite"), "--json").stdout
+    )["runs"]
     assert status[0]["failed"] == 0 and status[0]["sent"] == ROWS
 
 

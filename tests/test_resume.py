@@ -189,14 +189,14 @@ def test_retry_after_a_window_of_400s_delivers_each_failure_once(tmp_path: Path)
         export = tmp_path / "failures.csv"
         assert cli("failures", "export", str(export), "--ledger", str(ledger)).returncode == 0
         assert len(export.read_text().splitlines()) == failed + 1
-        status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)
+        status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)["runs"]
         assert status[0]["failed"] == failed
         retried = cli("retry", "--ledger", str(ledger), "--quiet", "--json")
         assert retried.returncode == 0, retried.stderr
         assert json.loads(retried.stdout)["sent"] == failed
         received = collector.accepted()
     assert len(received) == 3000 and set(received.values()) == {1}
-    status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)
+    status = json.loads(cli("status", "--ledger", str(ledger), "--json").stdout)["runs"]
     assert (status[0]["failed"], status[0]["sent"]) == (0, 3000)
 
 
