@@ -383,6 +383,7 @@ def check(
 ) -> None:
     """Validate every row and show what send would do; sends nothing.
 
+    \b
     Example: event-backfill check sample_data/offline_sales.csv --schema schemas/offline_sales.toml
     """
     report = _run(
@@ -426,6 +427,7 @@ def preview(
 
     With --json the report goes to stdout and the URLs into it ("requests"), or to --out.
 
+    \b
     Example: event-backfill preview sample_data/offline_sales.csv -s schemas/offline_sales.toml -n 5
     """
     csv = _csv(delimiter, encoding)
@@ -542,6 +544,7 @@ def send(
 ) -> None:
     """Validate, map and deliver every row, with retries; prints a report that reconciles.
 
+    \b
     Example: event-backfill send sample_data/impressions.csv -s schemas/impressions.toml --sandbox
     """
     if dry_run:
@@ -603,6 +606,7 @@ def send(
 def status(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
     """Show each run in the ledger: source, state, counts, unknown rows, last activity.
 
+    \b
     Example: event-backfill status --ledger ledger.sqlite
     """
     path = ledger_path(ledger)
@@ -654,6 +658,7 @@ def retry(
 ) -> None:
     """Send the rows that failed permanently again, once their cause is fixed.
 
+    \b
     Example: event-backfill retry --ledger ledger.sqlite --run 3
     """
     options = SendOptions(
@@ -696,6 +701,7 @@ def failures_export(
 ) -> None:
     """Write the failed rows with their last status and error to a file.
 
+    \b
     Example: event-backfill failures export failures.csv --run 3
     """
     path = _ledger(ledger)
@@ -733,6 +739,7 @@ def init(
 ) -> None:
     """Guess a commented schema from a file's header and a sample of its rows.
 
+    \b
     Example: event-backfill init sample_data/payments.csv -o payments.toml
     """
     if out is not None and out.exists() and not force:
@@ -788,6 +795,7 @@ def schema_command(
 ) -> None:
     """Print the JSON Schema of schema files, or an example schema to start from.
 
+    \b
     Example: event-backfill schema --example payments > payments.toml
     """
     from importer.schema import example_schemas, json_schema_text
@@ -886,6 +894,7 @@ def collector(
 ) -> None:
     """Run a local Event API receiver that records what it gets, with optional faults.
 
+    \b
     Example: event-backfill collector --port 8765 --record received.ndjson --fail-rate 0.1
     """
     window = _run(lambda: _window(bad_request_window))

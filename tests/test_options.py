@@ -111,3 +111,14 @@ def test_delimiter_and_encoding_on_the_command_line_override_the_schema(tmp_path
     assert json.loads(read.stdout)["valid"] == 600
     bad = runner.invoke(app, ["check", str(tabbed), "-s", schema, "--delimiter", ";;"])
     assert bad.exit_code == 2 and "one character" in bad.stderr
+
+
+def test_help_examples_are_not_wrapped_on_a_narrow_terminal() -> None:
+    """Copy-paste from --help gets the whole command, however narrow the terminal."""
+    for name, command in commands().items():
+        example = next(
+            line.strip() for line in (command.help or "").splitlines() if "Example:" in line
+        )
+        shown = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "40"})
+        assert shown.exit_code == 0, name
+        assert example in [line.strip() for line in shown.stdout.splitlines()], name
