@@ -331,6 +331,7 @@ def _check(
         origin=schema_name(schema),
     )
     report = Report(command, source=opened.name, schema=schema_name(schema))
+    report.source_index = opened.index
     report.warnings += scale_warnings(opened, loaded)
     writer = RejectsWriter(rejects) if rejects is not None else None
     row_writer, columns = rows_writer(rejects_rows, opened, loaded)
@@ -566,6 +567,7 @@ async def send_async(
             on_unreachable=down.append,
         )
     report = Report("send", source=opened.name, schema=schema_name(schema))
+    report.source_index = opened.index
     if not sandbox:
         for line in down:
             report.warnings.append(f"not answering now (sending retries it): {line}")

@@ -86,6 +86,8 @@ class Report:
     ledger: LedgerRun | None = None
     collector: dict[str, Any] | None = None  # what the sandbox collector received
     requests_written: int = 0  # preview: the URLs written
+    # A DataFrame source's index: rejects and failures then carry each row's label.
+    source_index: Any = field(default=None, repr=False)
     _rejects: list[pa.Table] = field(default_factory=list, repr=False)
     _rejects_kept: int = 0
     _failures: list[Failure] = field(default_factory=list, repr=False)
@@ -148,7 +150,7 @@ class Report:
         """Every broken rule of every rejected row (up to MAX_REJECTS_KEPT), as a DataFrame."""
         table = pa.concat_tables(self._rejects) if self._rejects else empty_rejects()
         frame: pd.DataFrame = table.drop_columns(["position"]).to_pandas()
-        return frame
+        return self._labelled(frame)
 
     @property
     def failures(self) -> pd.DataFrame:
@@ -156,9 +158,19 @@ class Report:
         import pandas as pd
 
         columns = ["file", "row", "line", "url", "attempts", "status", "error"]
-        return pd.DataFrame(
-            [{c: getattr(f, c) for c in columns} for f in self._failures], columns=columns
+        return self._labelled(
+            pd.DataFrame(
+                [{c: getattr(f, c) for c in columns} for f in self._failures], columns=columns
+            )
         )
+
+    def _labelled(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """With a DataFrame source, a first column "index": each row's label in that frame
+        (``df.loc[report.rejects["index"]]`` selects the rows)."""
+        if self.source_index is not None:
+            rows = frame["row"].to_numpy(dtype="int64") - 1
+            frame.insert(0, "index", self.source_index.take(rows).to_numpy())
+        return frame
 
     @property
     def skipped(self) -> int:

@@ -153,3 +153,20 @@ def test_library_prints_nothing_in_a_script(
         )
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "")
+
+
+def test_rejects_and_failures_of_a_dataframe_carry_its_index_labels(tmp_path: Path) -> None:
+    """A notebook selects the bad rows with df.loc[report.rejects["index"]], whatever the index."""
+    data = frame().set_axis(["order-9", "order-3", "order-7"])  # labels, not positions
+    report = importer.check(data, schema=BASE_SCHEMA, now=NOW)
+    assert report.rejects["index"].tolist() == ["order-3"]  # the row without a user
+    assert data.loc[report.rejects["index"], "user"].isna().all()
+    with RunningCollector(faults=importer.Faults(bad_request_match="u=u3")) as collector:
+        sent = importer.send(data, schema=BASE_SCHEMA, endpoint=collector.url, ledger=None, now=NOW)
+    assert sent.failures["index"].tolist() == ["order-7"]
+    assert data.loc["order-7", "user"] == "u3"
+    # A file source has no labels: the column is not there.
+    assert (
+        "index"
+        not in importer.check(pa.Table.from_pandas(data), schema=BASE_SCHEMA, now=NOW).rejects
+    )

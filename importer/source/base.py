@@ -73,6 +73,7 @@ class Input:
 
     name: str
     key: str
+    index: Any = None  # a DataFrame's index: the labels of its rows, in order
 
     def fingerprint(self) -> str:
         raise NotImplementedError
@@ -103,6 +104,12 @@ class Source:
     def name(self) -> str:
         """How reports name this source."""
         return ", ".join(i.name for i in self.inputs)
+
+    @property
+    def index(self) -> Any:
+        """The index of a single DataFrame input (row r has label ``index[r - 1]``), else
+        None: reports then show rows by label, so a notebook can ``df.loc[]`` them."""
+        return self.inputs[0].index if len(self.inputs) == 1 else None
 
     @property
     def key(self) -> str:

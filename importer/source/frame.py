@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ class FrameInput(Input):
     def __init__(self, frame: Any) -> None:
         self.name = self.key = "<dataframe>"
         self.table = _to_table(frame)
+        self.index = getattr(frame, "index", None) if _is_pandas(frame) else None
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -80,6 +82,11 @@ class _HashSink:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _is_pandas(frame: Any) -> bool:
+    pandas = sys.modules.get("pandas")  # a DataFrame means pandas is loaded already
+    return pandas is not None and isinstance(frame, pandas.DataFrame)
 
 
 def _to_table(frame: Any) -> pa.Table:
