@@ -86,6 +86,8 @@ class TqdmProgress:
             return
         if counts:
             self._bar.set_postfix(counts, refresh=False)
+        if self._bar.total is not None and self._bar.n + rows > self._bar.total:
+            self._bar.total = self._bar.n + rows  # a CSV's total is an estimate
         self._bar.update(rows)
 
     def close(self) -> None:

@@ -144,7 +144,8 @@ async def deliver(
             sender.stop("error")
 
     producer = asyncio.create_task(guarded())
-    ticker = asyncio.create_task(_tick(sender, ledger, report, settings, ledger_thread, errors))
+    bar = _Bar(sender, report, settings.progress)
+    ticker = asyncio.create_task(_tick(sender, ledger, bar, settings, ledger_thread, errors))
     settings.progress.start(total, "rows")
     try:
         with _lighter_gc():
@@ -161,6 +162,7 @@ async def deliver(
         except ImporterError as exc:
             errors.append(exc)
         ledger_thread.shutdown(wait=True)
+        bar.show()  # the last frame is the report's numbers, not those of the last tick
         settings.progress.close()
     _fill(report, outcome, ledger.unknown_now)
     report.notes += stop_notes(
@@ -317,10 +319,31 @@ def _reject(ledger: RunLedger, mapped: Mapped) -> None:
     ledger.reject(rejected, mapped.filtered.tolist(), max(ends, default=0))
 
 
+class _Bar:
+    """Moves the progress bar to the rows settled so far."""
+
+    def __init__(self, sender: Sender, report: Report, progress: Progress) -> None:
+        self.sender, self.report, self.progress = sender, report, progress
+        self.shown = 0
+
+    def show(self) -> None:
+        outcome, report = self.sender.outcome, self.report
+        settled = outcome.sent + outcome.failed + report.rejected + report.filtered
+        settled += report.skipped
+        self.progress.advance(
+            settled - self.shown,
+            sent=outcome.sent,
+            rejected=report.rejected,
+            failed=outcome.failed,
+            retrying=self.sender.retrying,
+        )
+        self.shown = settled
+
+
 async def _tick(
     sender: Sender,
     ledger: Settlement,
-    report: Report,
+    bar: _Bar,
     settings: RunSettings,
     ledger_thread: ThreadPoolExecutor,
     errors: list[BaseException],
@@ -331,7 +354,6 @@ async def _tick(
     that could not be recorded, and the error is raised when the run has drained.
     """
     loop = asyncio.get_running_loop()
-    shown = 0
     last_flush = last_show = loop.time()
     while True:
         await asyncio.sleep(_TICK)
@@ -346,22 +368,9 @@ async def _tick(
                 return
             last_flush = now
         if now - last_show >= 0.2:
-            settled = (
-                sender.outcome.sent
-                + sender.outcome.failed
-                + report.rejected
-                + report.filtered
-                + report.skipped
-            )
-            settings.progress.advance(
-                settled - shown,
-                sent=sender.outcome.sent,
-                rejected=report.rejected,
-                failed=sender.outcome.failed,
-                retrying=sender.retrying,
-            )
+            bar.show()
             settings.progress.health(sender.last_error, sender.silent_for)
-            shown, last_show = settled, now
+            last_show = now
 
 
 def _fill(report: Report, outcome: Outcome, unknown: int) -> None:

@@ -170,3 +170,44 @@ def test_rejects_and_failures_of_a_dataframe_carry_its_index_labels(tmp_path: Pa
         "index"
         not in importer.check(pa.Table.from_pandas(data), schema=BASE_SCHEMA, now=NOW).rejects
     )
+
+
+class Recorded:
+    """A Progress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = 0
+        self.closed_at: int | None = None
+
+    def start(self, total: int | None, unit: str) -> None:
+        self.total = total
+
+    def advance(self, rows: int, **counts: int) -> None:
+        self.done += rows
+
+    def close(self) -> None:
+        self.closed_at = self.done
+
+    def note(self, message: str) -> None:
+        return None
+
+    def health(self, last_error: str, silent: float) -> None:
+        return None
+
+
+def test_a_csv_shows_its_total_and_the_last_frame_is_the_report(tmp_path: Path) -> None:
+    """The bar knows a CSV's rows up front (% and ETA) and ends on the report's numbers."""
+    root = Path(__file__).resolve().parent.parent
+    data, schema = (
+        root / "sample_data" / "offline_sales.csv",
+        root / "schemas" / "offline_sales.toml",
+    )
+    checked, sent = Recorded(), Recorded()
+    report = importer.check(data, schema=schema, progress=checked)
+    assert checked.total == report.rows_read == checked.closed_at == 600
+    with RunningCollector() as collector:
+        result = importer.send(
+            data, schema=schema, endpoint=collector.url, ledger=None, progress=sent
+        )
+    assert sent.total == 600 and sent.closed_at == result.sent == 600
