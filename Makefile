@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCHEMAS := schemas
 
-.PHONY: test test-fast demo lint bench schema-json clean
+.PHONY: test test-fast test-lowest demo lint bench schema-json clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(STAMP)
 # the `slow` ones (kill -9 loops, outages). `make test` runs everything.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not e2e" -q
+
+# The lower bounds in pyproject.toml are true: a fresh .venv-lowest gets every runtime
+# dependency at exactly its lower bound (wheels only), then the CLI's --help screens and the
+# fast tests run in it (~1 min). See ci/lowest.py.
+test-lowest:
+	$(PYTHON) ci/lowest.py
 
 DEMO_LEDGER := .backfill/demo-ledger.sqlite
 EB := $(VENV)/bin/event-backfill
@@ -50,4 +56,4 @@ schema-json: $(STAMP)
 	$(PY) -c "import sys; from importer.schema import json_schema_text; sys.stdout.write(json_schema_text())" > $(SCHEMAS)/schema.json
 
 clean:
-	rm -rf $(VENV) .backfill bench/out
+	rm -rf $(VENV) .venv-lowest .backfill bench/out
