@@ -65,6 +65,24 @@ def prepare(
     return opened, loaded
 
 
+def prepare_mapped(
+    source: Any,
+    schema: SchemaLike,
+    csv: dict[str, str] | None,
+    *,
+    endpoint: str | None,
+    since: TimeBound,
+    until: TimeBound,
+    now: float | None,
+) -> tuple[Source, Schema, Mapper]:
+    """:func:`prepare`, and the mapper of that schema: what check, preview and send share."""
+    opened, loaded = prepare(source, schema, csv)
+    mapper = make_mapper(
+        loaded, endpoint=endpoint, now=now, since=since, until=until, origin=schema_name(schema)
+    )
+    return opened, loaded, mapper
+
+
 def schema_name(schema: SchemaLike) -> str:
     """How reports name a schema."""
     return str(schema) if isinstance(schema, str | Path) else "<schema>"
@@ -321,14 +339,8 @@ def _check(
 ) -> Report:
     check_output(rejects, "--rejects")
     check_output(rejects_rows, "--rejects-rows")
-    opened, loaded = prepare(source, schema, csv)
-    mapper = make_mapper(
-        loaded,
-        endpoint=endpoint,
-        now=now,
-        since=since,
-        until=until,
-        origin=schema_name(schema),
+    opened, loaded, mapper = prepare_mapped(
+        source, schema, csv, endpoint=endpoint, since=since, until=until, now=now
     )
     report = Report(command, source=opened.name, schema=schema_name(schema))
     report.source_index = opened.index
@@ -381,14 +393,8 @@ def iter_events(
     now: float | None = None,
 ) -> Iterator[Mapped]:
     """Mapped batches of a source: the events ``send`` would make, and the rejects."""
-    opened, loaded = prepare(source, schema, csv)
-    mapper = make_mapper(
-        loaded,
-        endpoint=endpoint,
-        now=now,
-        since=since,
-        until=until,
-        origin=schema_name(schema),
+    opened, _, mapper = prepare_mapped(
+        source, schema, csv, endpoint=endpoint, since=since, until=until, now=now
     )
     yield from mapped_batches(opened, mapper, batch_size=batch_size)
 
@@ -542,14 +548,8 @@ async def send_async(
     )
     check_output(rejects, "--rejects")
     check_output(rejects_rows, "--rejects-rows")
-    opened, loaded = prepare(source, schema, csv)
-    mapper = make_mapper(
-        loaded,
-        endpoint=endpoint,
-        now=now,
-        since=since,
-        until=until,
-        origin=schema_name(schema),
+    opened, loaded, mapper = prepare_mapped(
+        source, schema, csv, endpoint=endpoint, since=since, until=until, now=now
     )
     if not sandbox:
         where = await asyncio.to_thread(destination_of, opened, loaded, mapper.endpoint)
@@ -568,6 +568,7 @@ async def send_async(
         )
     report = Report("send", source=opened.name, schema=schema_name(schema))
     report.source_index = opened.index
+    report.stats.watch(now=mapper.now, old_after=loaded.checks.old_after_days)
     if not sandbox:
         for line in down:
             report.warnings.append(f"not answering now (sending retries it): {line}")

@@ -152,7 +152,39 @@ class MemoryLedger:
         """Nothing to close."""
 
 
-class SqliteLedger:
+class _Waiting:
+    """The rows the sender settled since the last commit, handed over from the event loop's
+    thread to the ledger's: acknowledged positions and permanent failures."""
+
+    def __init__(self, flush_rows: int) -> None:
+        self.flush_rows = flush_rows
+        self._lock = threading.Lock()
+        self._done: list[int] = []
+        self._failed: list[Failure] = []
+
+    def done_many(self, positions: list[int]) -> None:
+        """Rows were acknowledged (committed at the next flush)."""
+        with self._lock:
+            self._done += positions
+
+    def failed(self, failure: Failure) -> None:
+        """A row failed permanently (committed at the next flush)."""
+        with self._lock:
+            self._failed.append(failure)
+
+    def due(self) -> bool:
+        """Whether enough rows wait for a commit to do one now."""
+        with self._lock:
+            return len(self._done) + len(self._failed) >= self.flush_rows
+
+    def _take(self) -> tuple[list[int], list[Failure]]:
+        """What waits, emptied (call with ``self._lock`` held)."""
+        done, self._done = self._done, []
+        failed, self._failed = self._failed, []
+        return done, failed
+
+
+class SqliteLedger(_Waiting):
     """The crash-safe ledger of one run (see the module docstring).
 
     Args:
@@ -177,11 +209,8 @@ class SqliteLedger:
     ) -> None:
         self.path = Path(path).absolute()  # messages and hints work from any directory
         self.key = key
-        self.flush_rows = flush_rows
+        super().__init__(flush_rows)
         self.dedupe = dedupe
-        self._lock = threading.Lock()
-        self._done: list[int] = []
-        self._failed: list[Failure] = []
         self._released: list[int] = []
         self._ambiguous: list[int] = []
         self._leased_keys: dict[int, str] = {}  # dedupe keys of rows leased by this process
@@ -367,16 +396,6 @@ class SqliteLedger:
             self._add_lease(leased)
         return Leased(leased, keep, len(duplicates))
 
-    def done_many(self, positions: list[int]) -> None:
-        """Rows were acknowledged (committed at the next flush)."""
-        with self._lock:
-            self._done += positions
-
-    def failed(self, failure: Failure) -> None:
-        """A row failed permanently (committed at the next flush)."""
-        with self._lock:
-            self._failed.append(failure)
-
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
         """At a stop: release the leases of rows that certainly never arrived."""
         maybe = set(ambiguous)
@@ -384,16 +403,10 @@ class SqliteLedger:
             self._released += [p for p in positions if p not in maybe]
             self._ambiguous += ambiguous
 
-    def due(self) -> bool:
-        """Whether enough rows wait for a commit to do one now."""
-        with self._lock:
-            return len(self._done) + len(self._failed) >= self.flush_rows
-
     def flush(self) -> None:
         """Commit acknowledged, failed and released rows in one transaction."""
         with self._lock:
-            done, self._done = self._done, []
-            failed, self._failed = self._failed, []
+            done, failed = self._take()
             released, self._released = self._released, []
         if not (done or failed or released):
             return
@@ -536,7 +549,7 @@ class SqliteLedger:
             )
 
 
-class RetryLedger:
+class RetryLedger(_Waiting):
     """The ledger of a ``retry`` of one run's failed rows: a row acknowledged now leaves the
     failures and counts as sent; one that fails again has its failure updated.
 
@@ -545,40 +558,21 @@ class RetryLedger:
     """
 
     def __init__(self, path: Path, run: int, *, flush_rows: int = DEFAULT_FLUSH_ROWS) -> None:
+        super().__init__(flush_rows)
         self.path = path
         self.run = run
-        self.flush_rows = flush_rows
         self.db = connect(path)
         self.unknown_now = 0  # rows whose request may have arrived: they stay failed
-        self._lock = threading.Lock()
-        self._done: list[int] = []
-        self._failed: list[Failure] = []
-
-    def done_many(self, positions: list[int]) -> None:
-        """Rows were acknowledged (committed at the next flush)."""
-        with self._lock:
-            self._done += positions
-
-    def failed(self, failure: Failure) -> None:
-        """A row failed again (committed at the next flush)."""
-        with self._lock:
-            self._failed.append(failure)
 
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
         """At a stop: the rows stay in the failures table for the next retry."""
         with self._lock:
             self.unknown_now += len(ambiguous)
 
-    def due(self) -> bool:
-        """Whether enough rows wait for a commit to do one now."""
-        with self._lock:
-            return len(self._done) + len(self._failed) >= self.flush_rows
-
     def flush(self) -> None:
         """Commit acknowledged and failed rows in one transaction."""
         with self._lock:
-            done, self._done = self._done, []
-            failed, self._failed = self._failed, []
+            done, failed = self._take()
         if not (done or failed):
             return
         with Transaction(self.db, self.path):
