@@ -8,6 +8,7 @@ failures and counts as sent.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -17,6 +18,7 @@ from yarl import URL
 from importer.ledger import FailedRow, FileLock, RetryLedger, failed_rows
 from importer.report import Report
 from importer.run import Feed, RunSettings, deliver
+from importer.schema import DEFAULT_OLD_AFTER_DAYS
 from importer.sender import Sender
 from importer.work import Work
 
@@ -28,6 +30,8 @@ async def retry_async(path: str | Path, settings: RunSettings, *, run: int | Non
     lock = FileLock(ledger_path)
     try:
         report = Report("retry", source=f"failures in {ledger_path}")
+        # The schema is not at hand: very old is the default's, as the send likely counted.
+        report.stats.watch(now=time.time(), old_after=DEFAULT_OLD_AFTER_DAYS)
         for run_id, rows in by_run.items():
             works = works_of(rows)
             report.rows_read += len(rows)

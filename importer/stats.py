@@ -31,6 +31,9 @@ class EventStats:
     totals: dict[tuple[str, str | None], list[int]] = field(default_factory=dict)
     future: int = 0
     very_old: int = 0
+    # For add_one: events after this epoch are in the future, before the other very old.
+    future_after: float | None = None
+    old_before: float = 0.0
 
     @property
     def value_per_event(self) -> Counter[str]:
@@ -87,9 +90,18 @@ class EventStats:
             self.per_event[name] += n
             self._total(name, currency, n, total or 0)
 
+    def watch(self, *, now: float, old_after: int) -> None:
+        """Count future and very old events in :meth:`add_one` too (as :meth:`add_table`)."""
+        self.future_after, self.old_before = now, now - old_after * 86_400
+
     def add_one(self, name: str, value: int | None, when: int, currency: str | None = None) -> None:
         """Add one event (the sender calls this as each request is acknowledged)."""
         self.count += 1
+        if self.future_after is not None:
+            if when > self.future_after:
+                self.future += 1
+            elif when < self.old_before:
+                self.very_old += 1
         if self.first is None or when < self.first:
             self.first = when
         if self.last is None or when > self.last:

@@ -80,6 +80,10 @@ class AiohttpTransport:
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
         )
+        # aiohttp silently sends a GET again when a kept-alive connection is closed under it:
+        # a second copy the sender never sees, outside --max-attempts and the duplicate bound.
+        # The sender makes that decision itself (the attribute exists since aiohttp 3.11).
+        self._session._retry_connection = False
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

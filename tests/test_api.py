@@ -211,3 +211,18 @@ def test_a_csv_shows_its_total_and_the_last_frame_is_the_report(tmp_path: Path) 
             data, schema=schema, endpoint=collector.url, ledger=None, progress=sent
         )
     assert sent.total == 600 and sent.closed_at == result.sent == 600
+
+
+def test_send_counts_very_old_and_future_events_as_check_does() -> None:
+    root = Path(__file__).resolve().parent.parent
+    data, schema = (
+        root / "sample_data" / "offline_sales.csv",
+        root / "schemas" / "offline_sales.toml",
+    )
+    later = 1_800_000_000.0  # 2027: every 2025 sale is more than 365 days old
+    checked = importer.check(data, schema=schema, now=later).to_dict()["events"]
+    with RunningCollector() as collector:
+        sent = importer.send(data, schema=schema, endpoint=collector.url, ledger=None, now=later)
+    events = sent.to_dict()["events"]
+    assert checked["very_old"] == events["very_old"] == 600
+    assert checked["future"] == events["future"] == 0

@@ -122,3 +122,16 @@ def test_help_examples_are_not_wrapped_on_a_narrow_terminal() -> None:
         shown = runner.invoke(app, [*name.split(), "--help"], env={"COLUMNS": "40"})
         assert shown.exit_code == 0, name
         assert example in [line.strip() for line in shown.stdout.splitlines()], name
+
+
+def test_send_reads_standard_input_once_for_the_checks_and_the_send() -> None:
+    """`send -` to an endpoint: the production check and the send share one read of stdin."""
+    from importer.collector import RunningCollector
+
+    data = (ROOT / "sample_data" / "offline_sales.csv").read_bytes()
+    with RunningCollector() as collector:
+        args = ["send", "-", "-s", SCHEMA, "--endpoint", collector.url, "--no-ledger", "--json"]
+        sent = runner.invoke(app, [*args, "-q"], input=data)
+        assert sent.exit_code == 0, sent.output
+        assert json.loads(sent.stdout)["sent"] == 600
+        assert len(collector.accepted_queries()) == 600

@@ -21,10 +21,12 @@ from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from aiohttp import web
 from yarl import URL
 
+import importer
 from importer import run as run_module
 from importer._version import __version__
 from importer.errors import PermanentError, TransientError
@@ -722,3 +724,65 @@ def test_aiohttp_transport_against_a_local_server() -> None:
     paths = [path for path, _ in seen]
     assert paths == ["/ok", "/redirect", "/busy", "/missing", "/slow"] + ["/event"] * 10
     assert {agent for _, agent in seen} == {f"event-backfill/{__version__}"}
+
+
+def test_a_connection_closed_under_a_request_is_resent_only_by_the_sender() -> None:
+    """A server that reads a request and then closes the kept-alive connection: every copy
+    that arrives beyond the first is one the sender counted (maybe_twice), none slips past."""
+    arrivals: Counter[str] = Counter()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while line := await reader.readline():
+                target = line.split()[1].decode()
+                while (await reader.readline()) not in (b"\r\n", b""):
+                    pass
+                arrivals[target] += 1
+                served += 1
+                if served == 2:  # the second request on a connection: no answer, closed
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def main() -> Any:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            rows = [
+                {
+                    "user": f"u{i}",
+                    "event": "buy",
+                    "exp": "87654321",
+                    "var": "1111111",
+                    "ts": 1462472175 + i,
+                }
+                for i in range(60)
+            ]
+            schema = {
+                "project_id": {"value": "1234567"},
+                "account_id": {"value": "8511325"},
+                "user_id": {"column": "user"},
+                "event_name": {"column": "event"},
+                "experiments": [{"experiment_column": "exp", "variation_column": "var"}],
+                "time": {"column": "ts"},
+            }
+            return await importer.send_async(
+                pa.Table.from_pylist(rows),
+                schema=schema,
+                endpoint=f"http://127.0.0.1:{port}/event",
+                ledger=None,
+                concurrency=4,
+                max_attempts=50,  # a row cut off again and again is parked: not the point here
+                backoff_base=0.01,
+                backoff_cap=0.02,
+                now=1_500_000_000,
+            )
+
+    report = asyncio.run(main())
+    assert report.sent == 60 and len(arrivals) == 60, report
+    extra = sum(arrivals.values()) - len(arrivals)
+    assert extra > 0  # the server did cut requests off
+    assert extra <= report.maybe_twice

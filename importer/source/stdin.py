@@ -20,9 +20,24 @@ _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+# Standard input is read once, whoever opens it; keyed by the stream itself (kept alive).
+_spooled: dict[BinaryIO, Path] = {}
+
+
 def spool(stream: BinaryIO | None = None) -> Path:
-    """Copy ``stream`` (default: standard input) to a temporary file named by its format."""
+    """Copy ``stream`` (default: standard input) to a temporary file named by its format.
+
+    The same stream opened again (``send`` opens its input for the production check, then to
+    send) gives the same file.
+    """
     source = stream if stream is not None else sys.stdin.buffer
+    if source in _spooled:
+        return _spooled[source]
+    _spooled[source] = path = _copy(source)
+    return path
+
+
+def _copy(source: BinaryIO) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="event-backfill-stdin-"))
     atexit.register(shutil.rmtree, folder, True)
     spooled = folder / "stdin"
