@@ -477,6 +477,8 @@ def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> Send
     except TypeError as exc:
         known = ", ".join(f.name for f in dataclasses.fields(SendOptions))
         raise UsageError(f"{exc}; send options are: {known}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def send_async(

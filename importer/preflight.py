@@ -329,7 +329,7 @@ def is_loopback(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
-def _certifi_cafile() -> str | None:
+def certifi_cafile() -> str | None:
     try:
         module = importlib.import_module("certifi")
     except ImportError:
@@ -344,7 +344,7 @@ def verifying_context() -> ssl.SSLContext:
     too (a fresh machine or container may have no system store).
     """
     context = ssl.create_default_context()
-    cafile = _certifi_cafile()
+    cafile = certifi_cafile()
     if cafile is not None:
         context.load_verify_locations(cafile=cafile)
     return context

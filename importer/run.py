@@ -30,7 +30,7 @@ from importer.progress import NullProgress, Progress
 from importer.report import Report
 from importer.sender import Outcome, Sender
 from importer.source import Source
-from importer.transport import Transport
+from importer.transport import AnyTransport
 from importer.work import Failure, Work, work_of
 
 DEFAULT_LEASE_ROWS = 1024
@@ -102,7 +102,7 @@ class RunSettings:
     lease_rows: int = DEFAULT_LEASE_ROWS
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
     # How requests go out (None: aiohttp); called once per delivery. Tests script it.
-    transport: Callable[[SendOptions], Transport] | None = None
+    transport: Callable[[SendOptions], AnyTransport] | None = None
 
 
 Feed = Callable[[Sender, ThreadPoolExecutor], Awaitable[None]]

@@ -9,10 +9,14 @@ another request succeeded after this attempt started. A row fails permanently fo
 transient cause only after ``max_attempts`` such failures; while the endpoint is down
 nothing counts, the row stays pending, and the give-up watchdog stops the run resumably.
 
-Requests go out through a :class:`~importer.transport.Transport` (aiohttp's by default),
-which only says how each went; every rule above lives here. Time is read from the running
-loop's clock only (``loop.time()``, what ``asyncio.sleep`` and ``wait_for`` use), so a
-virtual-time loop runs these rules in milliseconds.
+Requests go out through a transport (:mod:`importer.transport`), which only says how each
+went; every rule above lives here. Two drivers feed one: a per-request transport (aiohttp's)
+is driven by ``concurrency`` worker tasks, each awaiting one request at a time; a batch
+transport (libcurl's, in its own thread) by one pump task that hands it every startable row
+at once and settles what comes back in batches. Both take rows with :meth:`Sender._take`
+and settle each attempt with :meth:`Sender._finish`, so the rules cannot differ. Time is
+read from the running loop's clock only (``loop.time()``, what ``asyncio.sleep`` and
+``wait_for`` use), so a virtual-time loop runs these rules in milliseconds.
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from importer.errors import DeliveryError, PermanentError, TransientError
+from importer.errors import DeliveryError, TransientError
 from importer.options import SendOptions
 from importer.transport import (
     TRANSIENT_STATUSES,
     AiohttpTransport,
+    AnyTransport,
+    BatchTransport,
     Transport,
     classify,
+    make_transport,
     parse_retry_after,
     translate,
 )
@@ -40,6 +47,8 @@ from importer.work import Failure, Work
 __all__ = [
     "TRANSIENT_STATUSES",
     "AiohttpTransport",
+    "AnyTransport",
+    "BatchTransport",
     "Failure",
     "NullTracker",
     "Outcome",
@@ -135,7 +144,7 @@ class Sender:
         options: how to send.
         tracker: told of every row's fate (the ledger).
         on_done: called with (event name, value, time, currency) of each acknowledged row.
-        transport: sends each request; an :class:`AiohttpTransport` of ``options`` if None.
+        transport: sends the requests; the one ``options.transport`` names if None.
     """
 
     def __init__(
@@ -144,10 +153,10 @@ class Sender:
         *,
         tracker: Tracker | None = None,
         on_done: Callable[[str, int | None, int, str | None], None] | None = None,
-        transport: Transport | None = None,
+        transport: AnyTransport | None = None,
     ) -> None:
         self.options = options
-        self.transport: Transport = transport or AiohttpTransport(options)
+        self.transport: AnyTransport = transport or make_transport(options)
         self.tracker = tracker or NullTracker()
         self.on_done = on_done
         self.outcome = Outcome()
@@ -159,6 +168,7 @@ class Sender:
         self._input_done = False
         self._inflight: set[_Item] = set()
         self._cancelled: list[_Item] = []
+        self._held: list[_Item] = []  # taken but never sent (the pump was stopped at --rate)
         self._parked: list[_Item] = []
         self._orphans: list[Work] = []
         self._acked: list[_Item] = []
@@ -216,7 +226,8 @@ class Sender:
         """Put on the queue unless the run stops first (no worker would take it then)."""
         while self._stop is None:
             try:
-                await asyncio.wait_for(self.queue.put(item), timeout=0.2)
+                async with asyncio.timeout(0.2):  # not wait_for: see _idle
+                    await self.queue.put(item)
             except TimeoutError:
                 continue
             self._notify()
@@ -246,21 +257,30 @@ class Sender:
             from aiolimiter import AsyncLimiter
 
             self._limiter = AsyncLimiter(opts.rate, 1.0)  # paced on the loop's clock too
-        async with self.transport:
-            workers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]
+        transport = self.transport
+        async with transport:
+            if isinstance(transport, BatchTransport):
+                drivers = [asyncio.create_task(self._pump(transport))]
+            else:
+                drivers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]
             watchdog = asyncio.create_task(self._watch())
             try:
-                await self._drain(workers)
+                await self._drain(drivers)
             finally:
                 watchdog.cancel()
-                for task in workers:
+                for task in drivers:
                     task.cancel()
-                await asyncio.gather(*workers, watchdog, return_exceptions=True)
+                await asyncio.gather(*drivers, watchdog, return_exceptions=True)
+                if isinstance(transport, BatchTransport):
+                    # Cut off what is still out; what finished before that is settled first.
+                    await transport.cancel()
+                    self._cancelled += self._inflight  # cut off mid-request: may have arrived
+                    self._inflight.clear()
         return self.outcome
 
-    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
-        """Wait for the workers; after a graceful stop, in-flight requests get drain_timeout."""
-        waiting = asyncio.gather(*workers)
+    async def _drain(self, drivers: list[asyncio.Task[None]]) -> None:
+        """Wait for the drivers; after a graceful stop, in-flight requests get drain_timeout."""
+        waiting = asyncio.gather(*drivers)
         deadline: float | None = None
         while True:
             done, _ = await asyncio.wait({waiting}, timeout=0.1)
@@ -288,7 +308,10 @@ class Sender:
                 self.stop("gave-up")
 
     async def _worker(self) -> None:
-        get, limiter, now = self.transport.get, self._limiter, self._now
+        """The per-request driver: one of ``concurrency`` tasks, one request at a time."""
+        transport = self.transport
+        assert not isinstance(transport, BatchTransport)
+        get, limiter, finish = transport.get, self._limiter, self._finish
         while True:
             item = self._take()
             if item is None:
@@ -297,28 +320,74 @@ class Sender:
                     return
                 await self._idle()
                 continue
-            self._inflight.add(item)
-            item.attempts += 1
-            item.started = now()
-            if item.attempts == 1:
-                item.first_started = item.started
+            self._begin(item)
             try:  # one attempt (inline: this runs once per request)
                 if limiter is not None:
                     await limiter.acquire()
                 await get(item.work.urls[item.index])
-            except TransientError as err:
-                self._transient(item, err)
-            except PermanentError as err:
-                self._fail(item, err)
+            except DeliveryError as err:
+                finish(item, err)
             except asyncio.CancelledError:
+                self._inflight.discard(item)
                 self._cancelled.append(item)  # cut off mid-request: it may have arrived
                 raise
             else:
-                self._last_success = now()
-                self._acked.append(item)
-            finally:
-                self._inflight.discard(item)
+                finish(item, None)
+
+    async def _pump(self, transport: BatchTransport) -> None:
+        """The batch driver: hands every row that may start to the transport at once (up to
+        ``concurrency`` out), then waits for :meth:`_completed` or a retry's time."""
+        limit, limiter = self.options.concurrency, self._limiter
+        while True:
+            batch: list[tuple[Any, _Item]] = []
+            while len(self._inflight) < limit:
+                item = self._take()
+                if item is None:
+                    break
+                if limiter is not None:
+                    if batch:  # what is ready goes now, not after the limiter's wait
+                        transport.send(batch, self._completed)
+                        batch = []
+                    self._held.append(item)
+                    await limiter.acquire()
+                    if self._stop is not None:
+                        break  # stopped while waiting: never sent, it stays pending
+                    self._held.pop()
+                self._begin(item)
+                batch.append((item.work.urls[item.index], item))
+            if batch:
+                transport.send(batch, self._completed)
+            if self._finished():
                 self._notify()
+                return
+            # With every slot taken, only a completion can let a row start: a due retry
+            # must not wake the pump (it would spin until one comes).
+            await self._idle(retries=len(self._inflight) < limit)
+
+    def _completed(self, results: list[tuple[Any, DeliveryError | None]]) -> None:
+        """A batch transport's outcomes (on the loop's thread): (item, None or the error)."""
+        finish = self._finish
+        for item, err in results:
+            finish(item, err)
+
+    def _begin(self, item: _Item) -> None:
+        self._inflight.add(item)
+        item.attempts += 1
+        item.started = self._now()
+        if item.attempts == 1:
+            item.first_started = item.started
+
+    def _finish(self, item: _Item, err: DeliveryError | None) -> None:
+        """One attempt's outcome: acknowledged (None), retried, or failed."""
+        self._inflight.discard(item)
+        if err is None:
+            self._last_success = self._now()
+            self._acked.append(item)
+        elif isinstance(err, TransientError):
+            self._transient(item, err)
+        else:
+            self._fail(item, err)
+        self._notify()
 
     def _take(self) -> _Item | None:
         if self._stop is not None:
@@ -350,14 +419,19 @@ class Sender:
         fresh_left = self._current is not None and self._cursor < len(self._current)
         return self._input_done and not self._retry and not fresh_left
 
-    async def _idle(self) -> None:
+    async def _idle(self, retries: bool = True) -> None:
+        """Wait for a notify, or until the next retry is due (when ``retries``)."""
         wait = 1.0
-        if self._retry and self._stop is None:  # once stopping no retry is taken: never spin
+        # Once stopping no retry is taken: never wake for one (that would spin).
+        if retries and self._retry and self._stop is None:
             wait = min(wait, max(0.0, self._retry[0][0] - self._now()))
         wake = self._wake
         self._sleepers += 1
         try:
-            await asyncio.wait_for(wake.wait(), timeout=wait)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # that comes as the event is set, and a cut-off driver would then carry on.
+            async with asyncio.timeout(wait):
+                await wake.wait()
         except TimeoutError:
             pass
         finally:
@@ -446,9 +520,11 @@ class Sender:
         The tracker is told which pending rows may have arrived (their request was cut off).
         """
         self.report_acks()
+        self._cancelled += self._inflight  # still out (a driver died): it may have arrived
+        self._inflight.clear()
         for item in self._cancelled:
             item.maybe_delivered = True
-        items = [entry[2] for entry in self._retry] + self._cancelled + self._parked
+        items = [entry[2] for entry in self._retry] + self._cancelled + self._parked + self._held
         positions = [item.work.positions[item.index] for item in items]
         ambiguous = [item.work.positions[item.index] for item in items if item.maybe_delivered]
         if self._current is not None:
@@ -463,6 +539,7 @@ class Sender:
         self._retry.clear()
         self._cancelled.clear()
         self._parked.clear()
+        self._held.clear()
         self._current = None
         self.outcome.pending = len(positions)
         self.outcome.unknown = len(ambiguous)

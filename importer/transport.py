@@ -1,23 +1,30 @@
-"""How one request goes out: the sender's transport seam.
+"""How requests go out: the sender's transport seam.
 
 The sender decides what to send and when, and what each outcome means for its row (retry,
-strike, fail, park, give up). A transport only sends: :meth:`Transport.get` sends one URL and
-returns when the answer is a 2xx, or raises the project's :class:`TransientError` or
-:class:`PermanentError` saying what went wrong. :class:`AiohttpTransport` is the production
-one; tests plug in scripted ones, and another HTTP client can plug in the same way, using
-:func:`answer_error` for what a non-2xx answer means.
+strike, fail, park, give up). A transport only sends, in one of two shapes:
 
-aiohttp's exceptions are translated into the project's tree in :func:`translate` only.
+* :class:`Transport`, per request: :meth:`Transport.get` sends one URL and returns when the
+  answer is a 2xx, or raises the project's :class:`TransientError` or :class:`PermanentError`
+  saying what went wrong. :class:`AiohttpTransport` (the default) is one; tests plug in
+  scripted ones.
+* :class:`BatchTransport`, for a client that runs outside the event loop:
+  :meth:`BatchTransport.send` takes many requests at once and reports their outcomes later,
+  in batches, as ``(token, None or the error)``. :class:`importer.curl.CurlTransport`
+  (libcurl's multi interface in its own thread) is one.
+
+Either way the outcome of an answer is :func:`answer_error`'s, so every transport classifies
+statuses, redirects and Retry-After alike. aiohttp's exceptions are translated into the
+project's tree in :func:`translate` only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import aiohttp
 from yarl import URL
@@ -59,6 +66,57 @@ class Transport(Protocol):
         arrived) or :class:`PermanentError` (any other answer).
         """
         ...
+
+
+Outcomes = list[tuple[Any, DeliveryError | None]]
+
+
+@runtime_checkable
+class BatchTransport(Protocol):
+    """Sends many requests at once, outside the event loop, and reports back in batches.
+
+    Entered once per run. At most ``options.concurrency`` requests are out at once: the
+    sender never hands over more.
+    """
+
+    async def __aenter__(self) -> Self:
+        """Start (a connection pool, a thread)."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop and close; nothing is reported after this."""
+        ...
+
+    def send(self, requests: list[tuple[URL, Any]], done: Callable[[Outcomes], None]) -> None:
+        """Start a GET for each ``(url, token)``, ``url`` sent as it is, never redirected.
+
+        Returns at once. Later, on the event loop's thread, ``done`` is called with
+        ``(token, None)`` for a 2xx or ``(token, error)`` as :meth:`Transport.get` would
+        raise it: once per request, several requests per call.
+        """
+        ...
+
+    async def cancel(self) -> None:
+        """Cut off every request still out. Outcomes that came before are reported first;
+        after this returns, ``done`` is never called for a request sent before it."""
+        ...
+
+
+AnyTransport = Transport | BatchTransport
+
+
+def make_transport(options: SendOptions) -> AnyTransport:
+    """The transport ``options.transport`` names: "aiohttp" (the default) or "curl"."""
+    if options.transport == "curl":
+        from importer.curl import CurlTransport
+
+        return CurlTransport(options)
+    return AiohttpTransport(options)
 
 
 class AiohttpTransport:
