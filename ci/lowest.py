@@ -3,7 +3,8 @@
     python3.11 ci/lowest.py            # what `make test-lowest` runs
 
 1. A throwaway venv (.venv-lowest, made anew each run).
-2. Every `[project] dependencies` entry `NAME>=LOW` is installed as `NAME==LOW`, from a
+2. Every `[project] dependencies` entry, and every optional extra's (the tests use them),
+   `NAME>=LOW` is installed as `NAME==LOW`, from a
    wheel only (a bound with no cp311 wheel is one that would be built from source), in one
    pip call together with the `test` dependency group at its normal versions: if a test
    tool needed a newer runtime dependency, pip fails here instead of quietly upgrading it.
@@ -132,7 +133,10 @@ def group(groups: dict[str, list[object]], name: str) -> list[str]:
 
 def main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    pins = lowest_pins(project["project"]["dependencies"])
+    extras = project["project"].get("optional-dependencies", {})
+    pins = lowest_pins(
+        project["project"]["dependencies"] + [dep for deps in extras.values() for dep in deps]
+    )
     test_tools = group(project["dependency-groups"], "test")
     say("runtime dependencies at their lower bounds: " + ", ".join(p for p, _ in pins.values()))
 

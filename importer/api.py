@@ -473,12 +473,17 @@ def guess_schema(
 
 def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> SendOptions:
     try:
-        return dataclasses.replace(options or SendOptions(), **tunables)
+        result = dataclasses.replace(options or SendOptions(), **tunables)
     except TypeError as exc:
         known = ", ".join(f.name for f in dataclasses.fields(SendOptions))
         raise UsageError(f"{exc}; send options are: {known}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if result.transport == "curl":  # a pycurl too old to use fails here, before anything
+        from importer.curl import load_pycurl
+
+        load_pycurl()
+    return result
 
 
 async def send_async(

@@ -8,6 +8,7 @@ The CLI builds its help from these without importing pyarrow, pandas or aiohttp,
 from __future__ import annotations
 
 import enum
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,11 @@ class SendOptions:
             )
         if self.http2 and self.transport != "curl":
             raise ValueError("http2 needs the curl transport (--transport curl)")
+        if self.transport == "curl" and importlib.util.find_spec("pycurl") is None:
+            raise ValueError(
+                "the curl transport needs pycurl, which is not installed: "
+                "pip install 'event-backfill[curl]'"
+            )
 
 
 LEDGER_ENV = "EVENT_BACKFILL_LEDGER"

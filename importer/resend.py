@@ -57,6 +57,7 @@ def works_of(rows: list[FailedRow]) -> list[Work]:
         assert work.currencies is not None
         name, value, when = _event_of(failed.url)
         work.positions.append(failed.position)
+        assert isinstance(work.urls, list)
         work.urls.append(URL(failed.url, encoded=True))
         work.names.append(name)
         work.values.append(value)

@@ -289,10 +289,10 @@ async def _queue(
         chunk = events.slice(start, lease_rows)
         chunk_keys = keys[start : start + lease_rows] if keys is not None else None
         if not sender.accepting:
-            sender.orphan(work_of(file, chunk))  # read but never leased: pending
+            sender.orphan(work_of(file, chunk, text_urls=True))  # never leased: pending
             continue
         work, duplicates = await loop.run_in_executor(
-            ledger_thread, _admit, ledger, file, chunk, chunk_keys
+            ledger_thread, _admit, ledger, file, chunk, chunk_keys, sender.text_urls
         )
         report.skipped_duplicate += duplicates
         if work is not None:
@@ -300,12 +300,13 @@ async def _queue(
 
 
 def _admit(
-    ledger: RunLedger, file: str, chunk: pa.Table, keys: list[str] | None
+    ledger: RunLedger, file: str, chunk: pa.Table, keys: list[str] | None, text_urls: bool
 ) -> tuple[Work | None, int]:
     """Lease a chunk's rows and build the sender's Work of those leased (in the ledger's
     thread: building URL objects there overlaps the event loop's socket calls)."""
     leased = ledger.lease(chunk.column("position").to_pylist(), keys)
-    return work_of(file, chunk, leased.keep, leased.positions), leased.duplicates
+    work = work_of(file, chunk, leased.keep, leased.positions, text_urls=text_urls)
+    return work, leased.duplicates
 
 
 def _reject(ledger: RunLedger, mapped: Mapped) -> None:

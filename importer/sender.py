@@ -157,6 +157,8 @@ class Sender:
     ) -> None:
         self.options = options
         self.transport: AnyTransport = transport or make_transport(options)
+        # Whether the transport takes URLs as text (the feed builds Work that way then).
+        self.text_urls: bool = getattr(self.transport, "takes_text_urls", False)
         self.tracker = tracker or NullTracker()
         self.on_done = on_done
         self.outcome = Outcome()
@@ -333,30 +335,21 @@ class Sender:
                 raise
             else:
                 finish(item, None)
+            self._notify()
 
     async def _pump(self, transport: BatchTransport) -> None:
-        """The batch driver: hands every row that may start to the transport at once (up to
-        ``concurrency`` out), then waits for :meth:`_completed` or a retry's time."""
+        """The batch driver: hands the transport every row that may start (up to
+        ``concurrency`` out), then waits for a retry's time, new rows, a stop or the end.
+
+        Outcomes arrive in :meth:`_completed`, which refills the freed slots itself: the
+        pump is woken only when slots stay free (nothing to take now) or the run ends.
+        """
         limit, limiter = self.options.concurrency, self._limiter
         while True:
-            batch: list[tuple[Any, _Item]] = []
-            while len(self._inflight) < limit:
-                item = self._take()
-                if item is None:
-                    break
-                if limiter is not None:
-                    if batch:  # what is ready goes now, not after the limiter's wait
-                        transport.send(batch, self._completed)
-                        batch = []
-                    self._held.append(item)
-                    await limiter.acquire()
-                    if self._stop is not None:
-                        break  # stopped while waiting: never sent, it stays pending
-                    self._held.pop()
-                self._begin(item)
-                batch.append((item.work.urls[item.index], item))
-            if batch:
-                transport.send(batch, self._completed)
+            if limiter is None:
+                self._fill(transport)
+            else:
+                await self._fill_paced(transport, limiter)
             if self._finished():
                 self._notify()
                 return
@@ -364,11 +357,65 @@ class Sender:
             # must not wake the pump (it would spin until one comes).
             await self._idle(retries=len(self._inflight) < limit)
 
+    def _fill(self, transport: BatchTransport) -> bool:
+        """Hand over every row that may start now; True if slots stay free."""
+        limit, inflight, take = self.options.concurrency, self._inflight, self._take
+        batch: list[tuple[Any, _Item]] = []
+        now = self._now()
+        while len(inflight) < limit:
+            item = take()
+            if item is None:
+                break
+            inflight.add(item)  # _begin, inline: this runs once per request
+            item.attempts += 1
+            item.started = now
+            if item.attempts == 1:
+                item.first_started = now
+            batch.append((item.work.urls[item.index], item))
+        if batch:
+            transport.send(batch, self._completed)
+        return len(inflight) < limit
+
+    async def _fill_paced(self, transport: BatchTransport, limiter: Any) -> None:
+        """:meth:`_fill` at ``--rate``: one row per limiter slot, each sent as it is let go."""
+        while len(self._inflight) < self.options.concurrency:
+            item = self._take()
+            if item is None:
+                return
+            self._held.append(item)
+            await limiter.acquire()
+            if self._stop is not None:
+                return  # stopped while waiting: never sent, it stays pending (in _held)
+            self._held.pop()
+            self._begin(item)
+            transport.send([(item.work.urls[item.index], item)], self._completed)
+
     def _completed(self, results: list[tuple[Any, DeliveryError | None]]) -> None:
         """A batch transport's outcomes (on the loop's thread): (item, None or the error)."""
-        finish = self._finish
+        inflight, acked = self._inflight, self._acked
+        failed: list[tuple[_Item, DeliveryError]] = []
+        succeeded = False
         for item, err in results:
-            finish(item, err)
+            if err is None:  # _finish's first case, inline: this runs once per request
+                inflight.discard(item)
+                acked.append(item)
+                succeeded = True
+            else:
+                failed.append((item, err))
+        # Outcomes of one batch came together: a success among them is evidence that the
+        # endpoint worked while the others failed (as it is when it came just before).
+        if succeeded:
+            self._last_success = self._now()
+        for item, err in failed:
+            self._finish(item, err)
+        transport = self.transport
+        if (
+            self._limiter is None
+            and isinstance(transport, BatchTransport)
+            and not self._fill(transport)
+        ):
+            return  # every slot is out again: the next outcome comes here
+        self._notify()
 
     def _begin(self, item: _Item) -> None:
         self._inflight.add(item)
@@ -387,7 +434,6 @@ class Sender:
             self._transient(item, err)
         else:
             self._fail(item, err)
-        self._notify()
 
     def _take(self) -> _Item | None:
         if self._stop is not None:

@@ -58,8 +58,9 @@ class Transport(Protocol):
         """Close it."""
         ...
 
-    async def get(self, url: URL) -> None:
-        """Send a GET to ``url`` as it is (never following a redirect).
+    async def get(self, url: URL | str) -> None:
+        """Send a GET to ``url`` as it is (never following a redirect; text is sent as
+        written, not re-encoded).
 
         Returns on a 2xx. Raises :class:`TransientError` (worth retrying: no connection,
         timeouts, 408, 425, 429, 5xx; ``maybe_delivered`` says whether the request may have
@@ -92,7 +93,9 @@ class BatchTransport(Protocol):
         """Stop and close; nothing is reported after this."""
         ...
 
-    def send(self, requests: list[tuple[URL, Any]], done: Callable[[Outcomes], None]) -> None:
+    def send(
+        self, requests: list[tuple[URL | str, Any]], done: Callable[[Outcomes], None]
+    ) -> None:
         """Start a GET for each ``(url, token)``, ``url`` sent as it is, never redirected.
 
         Returns at once. Later, on the event loop's thread, ``done`` is called with
@@ -149,9 +152,11 @@ class AiohttpTransport:
         if session is not None:
             await session.close()
 
-    async def get(self, url: URL) -> None:
+    async def get(self, url: URL | str) -> None:
         """See :meth:`Transport.get`. This runs once per request: keep it lean."""
         assert self._session is not None, "enter the transport first"
+        if url.__class__ is str:  # as written: aiohttp would re-encode text
+            url = URL(url, encoded=True)
         try:
             async with self._session.get(url, allow_redirects=False) as response:
                 await response.read()
