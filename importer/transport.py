@@ -93,9 +93,7 @@ class BatchTransport(Protocol):
         """Stop and close; nothing is reported after this."""
         ...
 
-    def send(
-        self, requests: list[tuple[URL | str, Any]], done: Callable[[Outcomes], None]
-    ) -> None:
+    def send(self, requests: list[tuple[URL | str, Any]], done: Callable[[Outcomes], None]) -> None:
         """Start a GET for each ``(url, token)``, ``url`` sent as it is, never redirected.
 
         Returns at once. Later, on the event loop's thread, ``done`` is called with
