@@ -32,6 +32,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -66,15 +67,15 @@ def load_pycurl() -> Any:
     missing = [name for name in _NEEDED if not hasattr(pycurl, name)]
     if missing:
         raise UsageError(
-            f"--transport curl needs pycurl >= 7.48 with libcurl >= 7.80; this is "
+            f"--transport curl needs pycurl >= 7.45.7 with libcurl >= 7.80; this is "
             f"{pycurl.version} (no {', '.join(missing)}): pip install -U 'event-backfill[curl]'"
         )
     return pycurl
 
 
-# What the transport relies on: the prerequest callback (refusing libcurl's own resend) and
-# the Retry-After libcurl parsed (seconds or a date).
-_NEEDED = ("PREREQFUNCTION", "PREREQFUNC_ABORT", "RETRY_AFTER", "REDIRECT_URL")
+# What the transport relies on: the prerequest callback (it refuses libcurl's own resend and
+# tells whether a request was ever written).
+_NEEDED = ("PREREQFUNCTION", "PREREQFUNC_ABORT")
 
 
 def ca_bundle() -> tuple[str | None, str | None]:
@@ -197,12 +198,20 @@ class _Slot:
     """What the thread keeps of a handle's current request (attributes on a pycurl handle
     cost an exception per read: pycurl looks them up after a failed generic lookup)."""
 
-    __slots__ = ("attempts", "done", "token")
+    __slots__ = ("attempts", "done", "fresh", "headers", "token")
 
     def __init__(self) -> None:
         self.token: Any = None
-        self.done: _Done | None = None
-        self.attempts = 0  # attempts libcurl began for this request (see _Loop.handle)
+        self.done: _Done = _nobody
+        # Attempts libcurl began to write (the prerequest callback counts them): 0 means
+        # the request never went out, whatever else failed.
+        self.attempts = 0
+        self.headers: list[bytes] = []  # the answer's header lines, as received
+        self.fresh = False  # FRESH_CONNECT is set on the handle
+
+
+def _nobody(outcomes: Outcomes) -> None:
+    raise AssertionError("a request without a callback")
 
 
 class _Loop:
@@ -224,9 +233,7 @@ class _Loop:
         self.busy: set[pycurl.Curl] = set()
         self.slots: dict[pycurl.Curl, _Slot] = {}
         self.cafile, self.capath = ca_bundle()
-        self.not_connected = frozenset(
-            getattr(pycurl_, name) for name in _NOT_CONNECTED if hasattr(pycurl_, name)
-        )
+        self.fresh_until = 0.0  # until then, new requests open new connections
 
     def busy_tokens(self) -> dict[_Done, list[Any]]:
         tokens: dict[_Done, list[Any]] = {}
@@ -269,6 +276,10 @@ class _Loop:
             return ok if slot.attempts == 1 else refuse
 
         c.setopt(pc.PREREQFUNCTION, prerequest)
+        # Header lines go to a list (a C-level append per line, no Python frame); they are
+        # read only for an answer that is not a 2xx: the server's reason, Location and
+        # Retry-After as sent, for answer_error, exactly as aiohttp's transport gives them.
+        c.setopt(pc.HEADERFUNCTION, slot.headers.append)
         return c
 
     def run(self) -> None:
@@ -306,81 +317,77 @@ class _Loop:
             multi.close()
 
     def add(self, requests: list[tuple[URL | str, Any]], done: _Done) -> None:
-        option, multi, free, busy, slots = (
-            self.pycurl.URL,
-            self.multi,
-            self.free,
-            self.busy,
-            self.slots,
-        )
+        pc, multi, free, busy, slots = self.pycurl, self.multi, self.free, self.busy, self.slots
+        option = pc.URL
+        fresh = self.fresh_until > 0 and time.monotonic() < self.fresh_until
         for url, token in requests:
             c = free.pop() if free else self.handle()
             c.setopt(option, url if url.__class__ is str else str(url))
             slot = slots[c]
             slot.token, slot.done, slot.attempts = token, done, 0
+            slot.headers.clear()
+            if slot.fresh is not fresh:
+                c.setopt(pc.FRESH_CONNECT, fresh)
+                slot.fresh = fresh
             multi.add_handle(c)
             busy.add(c)
 
     def read(self, outcomes: dict[_Done, Outcomes]) -> None:
         """Take every finished transfer off the multi handle, with its outcome."""
-        pc, multi, free, busy, slots = self.pycurl, self.multi, self.free, self.busy, self.slots
-        code_of = pc.RESPONSE_CODE
+        multi, free, busy, slots = self.multi, self.free, self.busy, self.slots
+        code_of = self.pycurl.RESPONSE_CODE
         while True:
             queued, succeeded, failed = multi.info_read()
             for c in succeeded:
                 status = c.getinfo(code_of)
-                error = None if 200 <= status < 300 else self.answer_error(c, status)
                 slot = slots[c]
-                batch = outcomes.get(slot.done)  # type: ignore[arg-type]
+                error = None if 200 <= status < 300 else self.answer_error(slot, status)
+                batch = outcomes.get(slot.done)
                 if batch is None:
-                    batch = outcomes[slot.done] = []  # type: ignore[index]
+                    batch = outcomes[slot.done] = []
                 batch.append((slot.token, error))
                 multi.remove_handle(c)
                 busy.discard(c)
                 free.append(c)
             for c, code, message in failed:
                 slot = slots[c]
-                error = self.failure(c, code, message)
-                outcomes.setdefault(slot.done, []).append((slot.token, error))  # type: ignore[arg-type]
+                error = self.failure(slot, code, message)
+                outcomes.setdefault(slot.done, []).append((slot.token, error))
                 multi.remove_handle(c)
                 busy.discard(c)
                 free.append(c)
             if not queued:
                 return
 
-    def answer_error(self, c: pycurl.Curl, status: int) -> DeliveryError | None:
-        pc = self.pycurl
-        headers: dict[str, str] = {}
-        location = c.getinfo(pc.REDIRECT_URL)
-        if location:
-            headers["Location"] = location
-        retry_after = c.getinfo(pc.RETRY_AFTER)
-        if retry_after:
-            headers["Retry-After"] = str(retry_after)
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
+    def answer_error(self, slot: _Slot, status: int) -> DeliveryError | None:
+        """What a non-2xx answer means: the server's reason and headers, as sent."""
+        reason, headers = _answer_of(slot.headers)
+        if not reason:  # HTTP/2 has no reason phrase
+            with contextlib.suppress(ValueError):
+                reason = HTTPStatus(status).phrase
         return answer_error(status, reason, headers)
 
-    def failure(self, c: pycurl.Curl, code: int, message: str) -> DeliveryError:
-        """What a failed transfer means, as the aiohttp transport's :func:`translate` says."""
+    def failure(self, slot: _Slot, code: int, message: str) -> DeliveryError:
+        """What a failed transfer means, as the aiohttp transport's :func:`translate` says;
+        more precisely where libcurl knows more: a request it never began to write (the
+        prerequest callback never ran) cannot have arrived, whatever timed out."""
         pc = self.pycurl
-        written = c.getinfo(pc.PRETRANSFER_TIME) > 0  # the request went out (or began to)
         if code in (pc.E_URL_MALFORMAT, pc.E_UNSUPPORTED_PROTOCOL):
             return PermanentError(f"invalid URL: {message}", maybe_delivered=False)
         if code == pc.E_ABORTED_BY_CALLBACK:  # our prerequest refused libcurl's own resend
+            # A kept-alive connection died under the request. Others in the pool may be dead
+            # too, and libcurl checks an idle connection only after ~1 s idle: connect afresh
+            # meanwhile, so a retry does not meet another dead one.
+            self.fresh_until = time.monotonic() + _FRESH_SECONDS
             return TransientError("server closed the connection")
-        if code in self.not_connected:
+        if not slot.attempts:
+            if code == pc.E_OPERATION_TIMEDOUT:
+                return TransientError("connect timed out", maybe_delivered=False)
             return TransientError(f"cannot connect: {message}", maybe_delivered=False)
         if code == pc.E_OPERATION_TIMEDOUT:
-            if not written:
-                return TransientError("connect timed out", maybe_delivered=False)
             return TransientError("timed out waiting for the answer")
         if code == pc.E_GOT_NOTHING:
             return TransientError("server closed the connection")
-        if not written:
-            return TransientError(f"cannot connect: {message}", maybe_delivered=False)
         return TransientError(f"connection error: {message}")
 
     def report(self, outcomes: dict[_Done, Outcomes]) -> None:
@@ -428,18 +435,28 @@ class _Loop:
             transport._idle = False
 
 
-# libcurl's errors that mean the request was never written: no connection, no TLS session.
-_NOT_CONNECTED = (
-    "E_COULDNT_RESOLVE_HOST",
-    "E_COULDNT_RESOLVE_PROXY",
-    "E_COULDNT_CONNECT",
-    "E_SSL_CONNECT_ERROR",
-    "E_PEER_FAILED_VERIFICATION",
-    "E_SSL_CACERT",
-    "E_SSL_CACERT_BADFILE",
-    "E_SSL_CERTPROBLEM",
-    "E_SSL_CIPHER",
-    "E_SSL_ISSUER_ERROR",
-    "E_SSL_PINNEDPUBKEYNOTMATCH",
-    "E_SSL_INVALIDCERTSTATUS",
-)
+# After libcurl met a dead kept-alive connection: how long new requests connect afresh.
+_FRESH_SECONDS = 1.5
+
+
+def _answer_of(lines: list[bytes]) -> tuple[str, dict[str, str]]:
+    """The reason phrase and headers of the last answer in ``lines`` (header lines as
+    libcurl passes them: the status line, then one per header, then an empty one)."""
+    start = 0
+    for i, line in enumerate(lines):
+        if line.startswith(b"HTTP/"):
+            start = i
+    if not lines:
+        return "", {}
+    parts = lines[start].decode("latin-1").strip().split(" ", 2)
+    reason = parts[2] if len(parts) > 2 else ""
+    headers: dict[str, str] = {}
+    for line in lines[start + 1 :]:
+        name, colon, value = line.decode("latin-1").partition(":")
+        if colon:
+            headers[_HEADER_NAMES.get(name.strip().lower(), name.strip())] = value.strip()
+    return reason, headers
+
+
+# answer_error looks these up as spelled here; a server may spell them in any case.
+_HEADER_NAMES = {"location": "Location", "retry-after": "Retry-After"}

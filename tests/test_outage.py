@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 ROWS = 3_000
 
 
-def test_server_down_several_times_loses_and_fails_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "curl"])
+def test_server_down_several_times_loses_and_fails_nothing(tmp_path: Path, transport: str) -> None:
     """Stop the server at random points (short and long outages), bring it back each time.
 
     With the default attempts no row fails; a run that gave up is resumed by the same command;
@@ -28,7 +29,7 @@ def test_server_down_several_times_loses_and_fails_nothing(tmp_path: Path) -> No
     record = tmp_path / "received.ndjson"
     args = ["send", str(data), "-s", str(schema), "--endpoint", f"http://127.0.0.1:{port}/event"]
     args += ["--ledger", str(tmp_path / "ledger.sqlite"), "--json", "-q", "--rate", "200"]
-    args += ["--give-up-after", "4"]
+    args += ["--give-up-after", "4", "--transport", transport]
     rng = random.Random(20261129)
     collector = CollectorProcess(record, port=port)
     reports = []
@@ -64,7 +65,8 @@ def test_server_down_several_times_loses_and_fails_nothing(tmp_path: Path) -> No
     assert status[0]["failed"] == 0 and status[0]["sent"] == ROWS
 
 
-def test_a_row_fails_only_when_others_get_through(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "curl"])
+def test_a_row_fails_only_when_others_get_through(tmp_path: Path, transport: str) -> None:
     """Few attempts, long outage: rows run out of attempts while the server is down, yet none
     fails (the endpoint is the problem, not the rows); 400s while others succeed do fail."""
     data = write_sales(tmp_path / "sales.csv", 0, 1_000)
@@ -73,7 +75,7 @@ def test_a_row_fails_only_when_others_get_through(tmp_path: Path) -> None:
     record = tmp_path / "received.ndjson"
     args = ["send", str(data), "-s", str(schema), "--endpoint", f"http://127.0.0.1:{port}/event"]
     args += ["--ledger", str(tmp_path / "ledger.sqlite"), "--json", "-q", "--rate", "200"]
-    args += ["--max-attempts", "2", "--give-up-after", "60"]
+    args += ["--max-attempts", "2", "--give-up-after", "60", "--transport", transport]
     collector = CollectorProcess(record, port=port)
     try:
         process = start_cli(*args)

@@ -19,17 +19,27 @@ SALES = ROOT / "sample_data" / "offline_sales.csv"
 SALES_SCHEMA_FILE = ROOT / "schemas" / "offline_sales.toml"
 
 
+@pytest.fixture(params=["aiohttp", "curl"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each whole-run test below runs with both transports."""
+    return str(request.param)
+
+
 def query(url: str) -> str:
     """The query part of a URL."""
     return urlsplit(url).query
 
 
-def test_every_valid_sample_row_arrives_once_as_previewed(tmp_path: Path) -> None:
+def test_every_valid_sample_row_arrives_once_as_previewed(tmp_path: Path, transport: str) -> None:
     """Each valid row arrives exactly once, with exactly the query preview printed for it."""
     previewed = api.preview(SALES, schema=SALES_SCHEMA_FILE, n=None)
     with RunningCollector() as collector:
         report = api.send(
-            SALES, schema=SALES_SCHEMA_FILE, endpoint=collector.url, ledger=tmp_path / "l.sqlite"
+            SALES,
+            schema=SALES_SCHEMA_FILE,
+            endpoint=collector.url,
+            ledger=tmp_path / "l.sqlite",
+            transport=transport,
         )
         received = Counter(collector.accepted_queries())
     assert report.balanced(), report.accounting
@@ -38,7 +48,7 @@ def test_every_valid_sample_row_arrives_once_as_previewed(tmp_path: Path) -> Non
     assert set(received.values()) == {1}
 
 
-def test_faults_deliver_everything_and_honour_retry_after(tmp_path: Path) -> None:
+def test_faults_deliver_everything_and_honour_retry_after(tmp_path: Path, transport: str) -> None:
     """20% 503, 5% 429 (Retry-After 1), 2% resets, 1% hangs: all delivered, none failed."""
     faults = Faults(
         error_rate=0.2,
@@ -59,6 +69,7 @@ def test_faults_deliver_everything_and_honour_retry_after(tmp_path: Path) -> Non
             max_attempts=25,
             backoff_base=0.05,
             backoff_cap=0.5,
+            transport=transport,
         )
         records = collector.records
     assert report.balanced(), report.accounting
@@ -80,13 +91,18 @@ def test_faults_deliver_everything_and_honour_retry_after(tmp_path: Path) -> Non
     assert early == []
 
 
-def test_retry_after_as_an_http_date(tmp_path: Path) -> None:
+def test_retry_after_as_an_http_date(tmp_path: Path, transport: str) -> None:
     """Retry-After given as an HTTP date is honoured too."""
     faults = Faults(throttle_rate=0.3, retry_after=1, retry_after_date=True, seed=3)
     data = write_sales(tmp_path / "s.csv", 0, 60)
     with RunningCollector(faults=faults) as collector:
         report = api.send(
-            data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None, max_attempts=20
+            data,
+            schema=SALES_SCHEMA,
+            endpoint=collector.url,
+            ledger=None,
+            max_attempts=20,
+            transport=transport,
         )
         records = sorted(collector.records, key=lambda r: r["t"])
     assert report.sent == 60
@@ -95,12 +111,16 @@ def test_retry_after_as_an_http_date(tmp_path: Path) -> None:
         assert later and later[0]["t"] >= throttled["retry_not_before"]
 
 
-def test_bad_requests_fail_with_their_status_and_the_rest_arrive(tmp_path: Path) -> None:
+def test_bad_requests_fail_with_their_status_and_the_rest_arrive(
+    tmp_path: Path, transport: str
+) -> None:
     """A 400 for some rows: those fail with status 400, the others are delivered."""
     data = write_sales(tmp_path / "s.csv", 0, 200)
     faults = Faults(bad_request_match=r"u=user-\d*7&")
     with RunningCollector(faults=faults) as collector:
-        report = api.send(data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None)
+        report = api.send(
+            data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None, transport=transport
+        )
         accepted = collector.accepted_queries()
     assert report.balanced(), report.accounting
     assert (report.sent, report.failed) == (180, 20)
@@ -112,11 +132,13 @@ def test_bad_requests_fail_with_their_status_and_the_rest_arrive(tmp_path: Path)
     assert report.exit_code == 4  # rows failed permanently: retry, not fix the data
 
 
-def test_totals_match_what_the_collector_received(tmp_path: Path) -> None:
+def test_totals_match_what_the_collector_received(tmp_path: Path, transport: str) -> None:
     """The report's v totals per event name equal the sums the collector got."""
     data = write_sales(tmp_path / "s.csv", 0, 300)
     with RunningCollector() as collector:
-        report = api.send(data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None)
+        report = api.send(
+            data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None, transport=transport
+        )
         got: Counter[str] = Counter()
         for q in collector.accepted_queries():
             params = dict(parse_qsl(q))
@@ -125,7 +147,7 @@ def test_totals_match_what_the_collector_received(tmp_path: Path) -> None:
     assert sum(got.values()) == collector.stats.value_total
 
 
-def test_nothing_listening_stops_resumable_without_failures(tmp_path: Path) -> None:
+def test_nothing_listening_stops_resumable_without_failures(tmp_path: Path, transport: str) -> None:
     """Connection refused everywhere: exit 1 after --give-up-after; rows pending, none failed."""
     data = write_sales(tmp_path / "s.csv", 0, 50)
     schema = schema_toml(tmp_path / "s.toml")
@@ -142,6 +164,8 @@ def test_nothing_listening_stops_resumable_without_failures(tmp_path: Path) -> N
         "--ledger",
         str(tmp_path / "l.sqlite"),
         "--json",
+        "--transport",
+        transport,
     )
     assert result.returncode == 1, result.stderr
     import json
@@ -197,11 +221,18 @@ def test_dry_run_is_preview(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rate", [50.0])
-def test_rate_limit_spaces_requests(tmp_path: Path, rate: float) -> None:
+def test_rate_limit_spaces_requests(tmp_path: Path, rate: float, transport: str) -> None:
     """--rate N keeps the average under N per second after the first burst."""
     data = write_sales(tmp_path / "s.csv", 0, 150)
     with RunningCollector() as collector:
-        api.send(data, schema=SALES_SCHEMA, endpoint=collector.url, ledger=None, rate=rate)
+        api.send(
+            data,
+            schema=SALES_SCHEMA,
+            endpoint=collector.url,
+            ledger=None,
+            rate=rate,
+            transport=transport,
+        )
         times = sorted(r["t"] for r in collector.records)
     # aiolimiter allows a burst of `rate`, then `rate` per second: 150 rows need >= 2 s.
     assert times[-1] - times[0] >= (150 - rate) / rate * 0.9
