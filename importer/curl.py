@@ -79,16 +79,26 @@ _NEEDED = ("PREREQFUNCTION", "PREREQFUNC_ABORT")
 
 
 def ca_bundle() -> tuple[str | None, str | None]:
-    """The CA file and directory to verify servers with: certifi's bundle when installed,
-    else the system's (what Python's ssl module trusts), never a path compiled into the
+    """The CA file and directory to verify servers with, as Python's ssl module (and so the
+    aiohttp transport) finds them: ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, else
+    certifi's bundle when installed, else the system's; never a path compiled into the
     wheel's libcurl for another distribution."""
     import ssl
 
     from importer.preflight import certifi_cafile
 
     paths = ssl.get_default_verify_paths()
-    cafile = certifi_cafile() or paths.cafile or _existing(paths.openssl_cafile)
-    capath = paths.capath or _existing(paths.openssl_capath)
+    cafile = (
+        _existing(os.environ.get(paths.openssl_cafile_env))
+        or certifi_cafile()
+        or paths.cafile
+        or _existing(paths.openssl_cafile)
+    )
+    capath = (
+        _existing(os.environ.get(paths.openssl_capath_env))
+        or paths.capath
+        or _existing(paths.openssl_capath)
+    )
     return cafile, capath
 
 
