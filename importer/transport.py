@@ -71,13 +71,18 @@ class Transport(Protocol):
 
 Outcomes = list[tuple[Any, DeliveryError | None]]
 
+# The outcome a batch transport gives, at a cut-off, for a request it never began to write
+# (it was waiting for a connection): certainly not delivered, and not an attempt.
+NOT_SENT = TransientError("cut off before it was sent", maybe_delivered=False)
+
 
 @runtime_checkable
 class BatchTransport(Protocol):
     """Sends many requests at once, outside the event loop, and reports back in batches.
 
-    Entered once per run. At most ``options.concurrency`` requests are out at once: the
-    sender never hands over more.
+    Entered once per run. The sender hands over up to ``window(concurrency)`` requests; at
+    most ``options.concurrency`` are out (written or being written) at once, and the
+    transport starts the next one itself as one ends, so it never waits for the event loop.
     """
 
     async def __aenter__(self) -> Self:
@@ -102,10 +107,22 @@ class BatchTransport(Protocol):
         """
         ...
 
-    async def cancel(self) -> None:
-        """Cut off every request still out. Outcomes that came before are reported first;
-        after this returns, ``done`` is never called for a request sent before it."""
+    def drain(self) -> None:
+        """Start nothing more (a graceful stop): requests not started yet come back as
+        :data:`NOT_SENT`; those out finish and are reported as usual."""
         ...
+
+    async def cancel(self) -> None:
+        """Cut off every request still out. Outcomes that came before are reported first,
+        then :data:`NOT_SENT` for each request that was never written; after this returns,
+        ``done`` is never called for a request sent before it (those cut off mid-request
+        may have arrived: the sender counts them so)."""
+        ...
+
+
+def window(concurrency: int) -> int:
+    """Requests a batch transport holds: ``concurrency`` out and as many ready to start."""
+    return 2 * concurrency
 
 
 AnyTransport = Transport | BatchTransport

@@ -59,9 +59,9 @@ def driver(request: pytest.FixtureRequest) -> Any:
     _driver = "per-request"
 
 
-def driven(transport: ScriptedTransport) -> Any:
+def driven(transport: ScriptedTransport, concurrency: int) -> Any:
     """The scripted transport as the current driver takes it."""
-    return Batched(transport) if _driver == "batch" else transport
+    return Batched(transport, concurrency) if _driver == "batch" else transport
 
 
 # -- what one request does ---------------------------------------------------------------------
@@ -292,7 +292,10 @@ async def _send(
     transport, tracker = ScriptedTransport(script), FakeTracker()
     acked: list[tuple[str, int | None, int, str | None]] = []
     sender = Sender(
-        opts, tracker=tracker, transport=driven(transport), on_done=lambda *row: acked.append(row)
+        opts,
+        tracker=tracker,
+        transport=driven(transport, opts.concurrency),
+        on_done=lambda *row: acked.append(row),
     )
     t0 = transport.t0 = loop.time()
 
@@ -636,7 +639,7 @@ def test_deliver_commits_as_rows_settle_and_fills_the_report() -> None:
 
     def scripted(options: SendOptions) -> Any:
         made.append(options)
-        return driven(transport)
+        return driven(transport, options.concurrency)
 
     tracker = FakeTracker()
     report = Report(command="send")
