@@ -2,16 +2,28 @@
 
 Installs nginx from apt if missing and starts it with ``location /event { return 200; }``
 (access log off). Generates a Parquet file of ``--rows`` sales, then measures, interleaved
-over ``--rounds`` rounds:
+over ``--rounds`` rounds (each round runs every measurement once, in this order):
 
-  (a) bare    a bare aiohttp GET loop over the pre-built URLs, same concurrency (the Python limit)
-  (b) send    ``event-backfill send`` end to end (a subprocess), with the ledger and without
-  (c) naive   a sequential ``requests`` loop over 10,000 rows (the quick script)
+  (a) bare         a bare aiohttp GET loop over the pre-built URLs, same concurrency (the
+                   Python limit of the default transport)
+  (a') bare-curl   a bare pycurl ``CurlMulti`` loop over the same URLs: ``concurrency`` easy
+                   handles reused, add / perform / info_read / select (the ceiling for
+                   Python driving libcurl)
+  (b) send         ``event-backfill send`` end to end (a subprocess), with the ledger and
+                   without (send-no-ledger)
+  (b') send-curl   the same with ``--transport curl``, with the ledger and without
+  (c) naive        a sequential ``requests`` loop over 10,000 rows (the quick script)
+  (w) wrk          ``wrk -t1 -c{concurrency} -d5s`` on one URL: the server's ceiling (installed
+                   from apt when missing and apt-get exists, else skipped)
 
-Targets: (b)/(a) >= 0.9, (b)/(c) >= 4, ledger on vs off costs <= 5%. ``--rss-rows`` also
-measures the peak RSS of (b) on a large file (target <= 300 MB at 10M rows) and
-``--resume-rows`` the time until a resumed run sends its first request when 90% of the
-file is done (target <= 5 s).
+``--only`` picks groups of these (aiohttp: a and b; curl: a' and b'; naive; wrk), all by
+default. Every measurement and ratio is printed per round, then the medians.
+
+Targets: (b)/(a) >= 0.9, (b)/(c) >= 4, ledger on vs off costs <= 5% (aiohttp);
+(b')/(a') >= 0.6, (b')/(b) >= 3, ledger cost at the curl rate <= 5%. Reported without
+a target: (a')/(a), and (a') and (b') against wrk. ``--rss-rows`` also measures the peak
+RSS of (b) on a large file (target <= 300 MB at 10M rows) and ``--resume-rows`` the time
+until a resumed run sends its first request when 90% of the file is done (target <= 5 s).
 """
 
 from __future__ import annotations
@@ -26,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +124,61 @@ def send_command(path: Path, schema: Path, url: str, *options: str) -> list[str]
     return [*command, "--endpoint", url, "--quiet", *options]
 
 
-def send_cli(path: Path, schema: Path, concurrency: int, ledger: Path | None) -> tuple[float, int]:
-    """(b) events/s of ``event-backfill send`` as a user runs it, and its peak RSS in KiB."""
-    args = send_command(path, schema, endpoint(), "--concurrency", str(concurrency))
+def bare_curl(urls: list[str], concurrency: int) -> float:
+    """(a') events/s of a bare pycurl multi loop: `concurrency` easy handles reused."""
+    import pycurl
+
+    multi = pycurl.CurlMulti()
+    multi.setopt(pycurl.M_MAX_TOTAL_CONNECTIONS, concurrency)
+    free = [_bare_handle(pycurl) for _ in range(concurrency)]
+    handles = list(free)
+    total, added, finished, bad = len(urls), 0, 0, 0
+    started = time.perf_counter()
+    while finished < total:
+        while free and added < total:
+            c = free.pop()
+            c.setopt(pycurl.URL, urls[added])
+            multi.add_handle(c)
+            added += 1
+        while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            queued, succeeded, failed = multi.info_read()
+            for c in succeeded:
+                bad += c.getinfo(pycurl.RESPONSE_CODE) != 200
+            bad += len(failed)
+            for c in [*succeeded, *(f[0] for f in failed)]:
+                multi.remove_handle(c)
+                free.append(c)
+                finished += 1
+            if not queued:
+                break
+        if finished < total:
+            multi.select(1.0)
+    elapsed = time.perf_counter() - started
+    for c in handles:
+        c.close()
+    multi.close()
+    if bad:
+        raise RuntimeError(f"bare-curl: {bad:,} of {total:,} requests did not get a 200")
+    return total / elapsed
+
+
+def _bare_handle(pycurl: Any) -> Any:
+    """An easy handle with only what a bare loop needs: no signals, the body dropped."""
+    c = pycurl.Curl()
+    c.setopt(pycurl.NOSIGNAL, 1)
+    c.setopt(pycurl.WRITEFUNCTION, len)
+    return c
+
+
+def send_cli(
+    path: Path, schema: Path, concurrency: int, ledger: Path | None, *options: str
+) -> tuple[float, int]:
+    """(b) events/s of ``event-backfill send`` as a user runs it, and its peak RSS in KiB.
+
+    ``options`` are more command-line options (``--transport curl`` for (b'))."""
+    args = send_command(path, schema, endpoint(), "--concurrency", str(concurrency), *options)
     args += ["--ledger", str(ledger)] if ledger else ["--no-ledger"]
     started = time.perf_counter()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -135,6 +201,34 @@ def naive(urls: list[str]) -> float:
         for url in sample:
             session.get(url).raise_for_status()
     return len(sample) / (time.perf_counter() - started)
+
+
+def find_wrk() -> str | None:
+    """wrk's path: installed from apt when missing and apt-get exists, else None."""
+    found = shutil.which("wrk")
+    if found or shutil.which("apt-get") is None:
+        return found
+    try:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"wrk: not installed ({exc}); skipped", flush=True)
+        return None
+    return shutil.which("wrk")
+
+
+def wrk(program: str, url: str, concurrency: int, seconds: int = 5) -> float:
+    """(w) requests/s of ``wrk`` on one URL: what nginx answers when Python is not the limit."""
+    out = subprocess.run(
+        [program, "-t1", f"-c{concurrency}", f"-d{seconds}s", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    errors = [line for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    if errors:
+        raise RuntimeError(f"wrk: {'; '.join(errors)}")
+    return float(out.split("Requests/sec:", 1)[1].split()[0])
 
 
 def schema_file(folder: Path) -> Path:
@@ -200,6 +294,122 @@ def resume_start(rows: int, schema: Path, folder: Path) -> float:
     return first
 
 
+GROUPS = {
+    "aiohttp": ("bare", "send", "send-no-ledger"),
+    "curl": ("bare-curl", "send-curl", "send-curl-no-ledger"),
+    "naive": ("naive",),
+    "wrk": ("wrk",),
+}
+ORDER = (
+    "bare",
+    "bare-curl",
+    "send",
+    "send-no-ledger",
+    "send-curl",
+    "send-curl-no-ledger",
+    "naive",
+    "wrk",
+)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``top / bottom`` of two measurements (``1 - top / bottom`` for a cost), its target."""
+
+    tag: str
+    top: str
+    bottom: str
+    target: str = ""
+    cost: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"ledger cost {self.top}" if self.cost else f"{self.top}/{self.bottom}"
+
+    def of(self, values: dict[str, float]) -> float | None:
+        """The ratio, or None when either side was not measured."""
+        if self.top not in values or self.bottom not in values:
+            return None
+        ratio = values[self.top] / values[self.bottom]
+        return 1 - ratio if self.cost else ratio
+
+    def show(self, value: float) -> str:
+        return f"{value:.1%}" if self.cost else f"{value:.2f}"
+
+
+RATIOS = (
+    Ratio("(b)/(a)", "send", "bare", ">= 0.9"),
+    Ratio("(b)/(c)", "send", "naive", ">= 4"),
+    Ratio("1-on/off", "send", "send-no-ledger", "<= 5%", cost=True),
+    Ratio("(b')/(a')", "send-curl", "bare-curl", ">= 0.6"),
+    Ratio("(b')/(b)", "send-curl", "send", ">= 3"),
+    Ratio("1-on/off", "send-curl", "send-curl-no-ledger", "<= 5%", cost=True),
+    Ratio("(a')/(a)", "bare-curl", "bare"),
+    Ratio("(a')/(w)", "bare-curl", "wrk"),
+    Ratio("(b')/(w)", "send-curl", "wrk"),
+)
+
+
+def measurements(
+    args: argparse.Namespace, path: Path, schema: Path, folder: Path, urls: list[str]
+) -> dict[str, Callable[[int], float]]:
+    """What ``--only`` asks for, in ORDER: name -> events/s in round n."""
+    c = args.concurrency
+    curl = ("--transport", "curl")
+    every: dict[str, Callable[[int], float]] = {
+        "bare": lambda n: bare(urls, c),
+        "bare-curl": lambda n: bare_curl(urls, c),
+        "send": lambda n: send_cli(path, schema, c, folder / f"ledger-{n}.sqlite")[0],
+        "send-no-ledger": lambda n: send_cli(path, schema, c, None)[0],
+        "send-curl": lambda n: send_cli(path, schema, c, folder / f"curl-{n}.sqlite", *curl)[0],
+        "send-curl-no-ledger": lambda n: send_cli(path, schema, c, None, *curl)[0],
+        "naive": lambda n: naive(urls),
+    }
+    if "wrk" in args.only and (program := find_wrk()):
+        every["wrk"] = lambda n: wrk(program, urls[0], c)
+    wanted = {name for group in args.only for name in GROUPS[group]}
+    return {name: every[name] for name in ORDER if name in wanted and name in every}
+
+
+def only(text: str) -> list[str]:
+    """``--only``'s comma-separated groups."""
+    groups = [group.strip() for group in text.split(",") if group.strip()]
+    unknown = [group for group in groups if group not in GROUPS]
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(GROUPS)} (got {text!r})")
+    return groups
+
+
+def print_round(n: int, values: dict[str, float]) -> None:
+    """One round's measurements and the ratios they give."""
+    print(f"round {n}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in values.items()))
+    shown = [(r, r.of(values)) for r in RATIOS]
+    print("  " + ", ".join(f"{r.name} {r.show(v)}" for r, v in shown if v is not None), flush=True)
+
+
+def print_summary(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
+    """Medians of every measurement, then every ratio: per round, their median and the
+    ratio of the medians, beside its target."""
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\n{args.rows:,} rows, concurrency {args.concurrency}, median of {args.rounds} rounds:")
+    for name, value in med.items():
+        each = " ".join(f"{v:,.0f}" for v in results[name])
+        print(f"  {name:<20} {value:>10,.0f} events/s   (rounds: {each})")
+    print(f"\n  {'ratio':<40} {'rounds':<22} {'median':>7} {'of med.':>7}  target")
+    rounds = [{k: v[i] for k, v in results.items()} for i in range(args.rounds)]
+    for ratio in RATIOS:
+        overall = ratio.of(med)
+        if overall is None:
+            continue
+        each = [ratio.of(values) or 0.0 for values in rounds]
+        shown = " ".join(ratio.show(v) for v in each)
+        line = (
+            f"  {ratio.tag:<10} {ratio.name:<29} {shown:<22} "
+            f"{ratio.show(statistics.median(each)):>7} {ratio.show(overall):>7}  {ratio.target}"
+        )
+        print(line.rstrip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,6 +417,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--only",
+        type=only,
+        default=list(GROUPS),
+        help=f"measure only these comma-separated groups of {', '.join(GROUPS)} (default all)",
+    )
     parser.add_argument(
         "--rss-rows", type=int, default=0, help="also measure peak RSS on this many rows"
     )
@@ -219,33 +435,13 @@ def main() -> None:
         path = make_parquet(args.rows)
         schema = schema_file(folder)
         urls = build_urls(path)
-        results: dict[str, list[float]] = {
-            "bare": [],
-            "send": [],
-            "send-no-ledger": [],
-            "naive": [],
-        }
+        measures = measurements(args, path, schema, folder, urls)
+        results: dict[str, list[float]] = {name: [] for name in measures}
         for round_ in range(args.rounds):
-            results["bare"].append(bare(urls, args.concurrency))
-            ledger = folder / f"ledger-{round_}.sqlite"
-            results["send"].append(send_cli(path, schema, args.concurrency, ledger)[0])
-            results["send-no-ledger"].append(send_cli(path, schema, args.concurrency, None)[0])
-            results["naive"].append(naive(urls))
-            print(
-                f"round {round_ + 1}: "
-                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()),
-                flush=True,
-            )
-        med = {k: statistics.median(v) for k, v in results.items()}
-        print(
-            f"\n{args.rows:,} rows, concurrency {args.concurrency}, median of {args.rounds} rounds:"
-        )
-        for name, value in med.items():
-            print(f"  {name:<15} {value:>10,.0f} events/s")
-        print(f"  (b)/(a) send/bare            = {med['send'] / med['bare']:.2f}   (target >= 0.9)")
-        print(f"  (b)/(c) send/naive           = {med['send'] / med['naive']:.1f}    (target >= 4)")
-        cost = 1 - med["send"] / med["send-no-ledger"]
-        print(f"  ledger cost (1 - on/off)     = {cost:.1%}  (target <= 5%)")
+            for name, measure in measures.items():
+                results[name].append(measure(round_))
+            print_round(round_ + 1, {k: v[-1] for k, v in results.items()})
+        print_summary(args, results)
         if args.rss_rows:
             big = make_parquet(args.rss_rows)
             rate, rss = send_cli(big, schema, args.concurrency, folder / "rss.sqlite")
