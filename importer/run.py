@@ -130,7 +130,7 @@ async def deliver(
     loop = asyncio.get_running_loop()
     transport = settings.transport(settings.options) if settings.transport else None
     sender = Sender(
-        settings.options, tracker=ledger, on_done=report.stats.add_one, transport=transport
+        settings.options, tracker=ledger, on_done=report.stats.add_many, transport=transport
     )
     settings.control.attach(loop, sender)
     ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="ledger")

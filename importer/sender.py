@@ -145,7 +145,8 @@ class Sender:
     Args:
         options: how to send.
         tracker: told of every row's fate (the ledger).
-        on_done: called with (event name, value, time, currency) of each acknowledged row.
+        on_done: called with the (event names, values, times, currencies) of the rows
+            acknowledged since the last call, as four lists (every tick, not per request).
         transport: sends the requests; the one ``options.transport`` names if None.
     """
 
@@ -154,7 +155,8 @@ class Sender:
         options: SendOptions,
         *,
         tracker: Tracker | None = None,
-        on_done: Callable[[str, int | None, int, str | None], None] | None = None,
+        on_done: Callable[[list[str], list[int | None], list[int], list[str | None]], None]
+        | None = None,
         transport: AnyTransport | None = None,
     ) -> None:
         self.options = options
@@ -506,10 +508,15 @@ class Sender:
         self.outcome.sent += len(acked)
         self.tracker.done_many([item.work.positions[item.index] for item in acked])
         if self.on_done is not None:
-            for item in acked:
-                work, i = item.work, item.index
-                currency = work.currencies[i] if work.currencies is not None else None
-                self.on_done(work.names[i], work.values[i], work.times[i], currency)
+            self.on_done(
+                [item.work.names[item.index] for item in acked],
+                [item.work.values[item.index] for item in acked],
+                [item.work.times[item.index] for item in acked],
+                [
+                    item.work.currencies[item.index] if item.work.currencies is not None else None
+                    for item in acked
+                ],
+            )
         return len(acked)
 
     def _transient(self, item: _Item, err: DeliveryError) -> None:

@@ -295,7 +295,7 @@ async def _send(
         opts,
         tracker=tracker,
         transport=driven(transport, opts.concurrency),
-        on_done=lambda *row: acked.append(row),
+        on_done=lambda *columns: acked.extend(zip(*columns, strict=True)),
     )
     t0 = transport.t0 = loop.time()
 
