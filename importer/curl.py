@@ -251,6 +251,12 @@ class _Loop:
         self.slots: dict[pycurl.Curl, _Slot] = {}
         self.cafile, self.capath = ca_bundle()
         self.fresh_until = 0.0  # until then, new requests open new connections
+        # Failures that say the connection itself broke (see connection_died).
+        self.broken = frozenset(
+            getattr(pycurl_, name)
+            for name in ("E_SEND_ERROR", "E_RECV_ERROR", "E_HTTP2", "E_HTTP2_STREAM")
+            if hasattr(pycurl_, name)
+        )
 
     def held(self, reason: str) -> dict[_Done, Outcomes]:
         """After a crash: every request held, failed (those out may have arrived)."""
@@ -422,11 +428,10 @@ class _Loop:
         if code in (pc.E_URL_MALFORMAT, pc.E_UNSUPPORTED_PROTOCOL):
             return PermanentError(f"invalid URL: {message}", maybe_delivered=False)
         if code == pc.E_ABORTED_BY_CALLBACK:  # our prerequest refused libcurl's own resend
-            # A kept-alive connection died under the request. Others in the pool may be dead
-            # too, and libcurl checks an idle connection only after ~1 s idle: connect afresh
-            # meanwhile, so a retry does not meet another dead one.
-            self.fresh_until = time.monotonic() + _FRESH_SECONDS
+            self.connection_died()
             return TransientError("server closed the connection")
+        if code in self.broken and slot.attempts:
+            self.connection_died()  # a dead connection: a broken pipe, an HTTP/2 close
         if not slot.attempts:
             if code == pc.E_OPERATION_TIMEDOUT:
                 return TransientError("connect timed out", maybe_delivered=False)
@@ -436,6 +441,14 @@ class _Loop:
         if code == pc.E_GOT_NOTHING:
             return TransientError("server closed the connection")
         return TransientError(f"connection error: {message}")
+
+    def connection_died(self) -> None:
+        """A kept-alive connection died under a request. Others in the pool may be dead
+        too, and libcurl checks an idle one only after ~1 s idle: connect afresh meanwhile,
+        so a retry does not meet another dead one. Not with HTTP/2: a fresh connection per
+        request would end multiplexing (and its few connections die together anyway)."""
+        if not self.transport.options.http2:
+            self.fresh_until = time.monotonic() + _FRESH_SECONDS
 
     def report(self, outcomes: dict[_Done, Outcomes]) -> None:
         """Hand outcomes to the event loop, one call per batch."""
