@@ -39,7 +39,6 @@ from importer.transport import (
     BatchTransport,
     Transport,
     classify,
-    make_transport,
     parse_retry_after,
     translate,
     window,
@@ -59,6 +58,7 @@ __all__ = [
     "Transport",
     "Work",
     "classify",
+    "make_transport",
     "parse_retry_after",
     "translate",
 ]
@@ -137,6 +137,16 @@ class Outcome:
     parked: int = 0  # rows left pending after max_attempts requests that may have arrived
     stopped: str | None = None  # None (finished), "interrupted", "gave-up", "aborted", "error"
     failures: list[Failure] = field(default_factory=list)
+
+
+def make_transport(options: SendOptions) -> AnyTransport:
+    """The transport ``options.transport`` names: "aiohttp" (the default) or "curl" (its
+    module, and pycurl, are imported only then)."""
+    if options.transport == "curl":
+        from importer.curl import CurlTransport
+
+        return CurlTransport(options)
+    return AiohttpTransport(options)
 
 
 class Sender:

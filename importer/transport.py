@@ -128,15 +128,6 @@ def window(concurrency: int) -> int:
 AnyTransport = Transport | BatchTransport
 
 
-def make_transport(options: SendOptions) -> AnyTransport:
-    """The transport ``options.transport`` names: "aiohttp" (the default) or "curl"."""
-    if options.transport == "curl":
-        from importer.curl import CurlTransport
-
-        return CurlTransport(options)
-    return AiohttpTransport(options)
-
-
 class AiohttpTransport:
     """One aiohttp session: ``concurrency`` connections, the options' timeouts, verified TLS."""
 

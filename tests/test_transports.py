@@ -29,7 +29,8 @@ import pytest
 from importer._version import __version__
 from importer.errors import DeliveryError, PermanentError, TransientError
 from importer.options import SendOptions
-from importer.transport import AiohttpTransport, AnyTransport, make_transport
+from importer.sender import make_transport
+from importer.transport import AiohttpTransport, AnyTransport
 
 USER_AGENT = f"event-backfill/{__version__}"
 TEST_TIMEOUT = 10.0  # seconds any one scenario may take before it counts as hung
