@@ -32,7 +32,6 @@ import contextlib
 import os
 import select
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -214,7 +213,7 @@ class _Slot:
     """What the thread keeps of a handle's current request (attributes on a pycurl handle
     cost an exception per read: pycurl looks them up after a failed generic lookup)."""
 
-    __slots__ = ("attempts", "done", "fresh", "token")
+    __slots__ = ("attempts", "done", "fresh", "token", "url")
 
     def __init__(self) -> None:
         self.token: Any = None
@@ -223,6 +222,7 @@ class _Slot:
         # the request never went out, whatever else failed.
         self.attempts = 0
         self.fresh = False  # FRESH_CONNECT is set on the handle
+        self.url: URL | str = ""
 
 
 def _nobody(outcomes: Outcomes) -> None:
@@ -250,7 +250,8 @@ class _Loop:
         self.busy: set[pycurl.Curl] = set()
         self.slots: dict[pycurl.Curl, _Slot] = {}
         self.cafile, self.capath = ca_bundle()
-        self.fresh_until = 0.0  # until then, new requests open new connections
+        # URLs whose request met a dead kept-alive connection: their retry connects afresh.
+        self.suspect: set[URL | str] = set()
         # Failures that say the connection itself broke (see connection_died).
         self.broken = frozenset(
             getattr(pycurl_, name)
@@ -360,14 +361,16 @@ class _Loop:
         if not ready or len(busy) >= limit:
             return
         pc, multi, free, slots = self.pycurl, self.multi, self.free, self.slots
-        option = pc.URL
-        fresh = self.fresh_until > 0 and time.monotonic() < self.fresh_until
+        option, suspect = pc.URL, self.suspect
         while ready and len(busy) < limit:
             url, token, done = ready.popleft()
             c = free.pop() if free else self.handle()
             c.setopt(option, url if url.__class__ is str else str(url))
             slot = slots[c]
-            slot.token, slot.done, slot.attempts = token, done, 0
+            slot.token, slot.done, slot.attempts, slot.url = token, done, 0, url
+            fresh = bool(suspect) and url in suspect
+            if fresh:
+                suspect.discard(url)
             if slot.fresh is not fresh:
                 c.setopt(pc.FRESH_CONNECT, fresh)
                 slot.fresh = fresh
@@ -428,10 +431,10 @@ class _Loop:
         if code in (pc.E_URL_MALFORMAT, pc.E_UNSUPPORTED_PROTOCOL):
             return PermanentError(f"invalid URL: {message}", maybe_delivered=False)
         if code == pc.E_ABORTED_BY_CALLBACK:  # our prerequest refused libcurl's own resend
-            self.connection_died()
+            self.connection_died(slot)
             return TransientError("server closed the connection")
         if code in self.broken and slot.attempts:
-            self.connection_died()  # a dead connection: a broken pipe, an HTTP/2 close
+            self.connection_died(slot)  # a dead connection: a broken pipe, an HTTP/2 close
         if not slot.attempts:
             if code == pc.E_OPERATION_TIMEDOUT:
                 return TransientError("connect timed out", maybe_delivered=False)
@@ -442,13 +445,16 @@ class _Loop:
             return TransientError("server closed the connection")
         return TransientError(f"connection error: {message}")
 
-    def connection_died(self) -> None:
-        """A kept-alive connection died under a request. Others in the pool may be dead
-        too, and libcurl checks an idle one only after ~1 s idle: connect afresh meanwhile,
-        so a retry does not meet another dead one. Not with HTTP/2: a fresh connection per
-        request would end multiplexing (and its few connections die together anyway)."""
+    def connection_died(self, slot: _Slot) -> None:
+        """The request met a dead kept-alive connection. Others in the pool may be dead too
+        (libcurl checks an idle one only after ~1 s idle), so its retry connects afresh and
+        cannot meet another. Only its retry: connecting afresh for every request for a while
+        opened a connection per request against a server that drops them often. Not with
+        HTTP/2, where a fresh connection would end multiplexing."""
         if not self.transport.options.http2:
-            self.fresh_until = time.monotonic() + _FRESH_SECONDS
+            if len(self.suspect) > _MOST_SUSPECTS:
+                self.suspect.clear()
+            self.suspect.add(slot.url)
 
     def report(self, outcomes: dict[_Done, Outcomes]) -> None:
         """Hand outcomes to the event loop, one call per batch."""
@@ -506,5 +512,6 @@ class _Loop:
             transport._idle = False
 
 
-# After libcurl met a dead kept-alive connection: how long new requests connect afresh.
-_FRESH_SECONDS = 1.5
+# URLs remembered for a fresh connection at once, at most (a retry that never comes must
+# not make the set grow without end).
+_MOST_SUSPECTS = 100_000

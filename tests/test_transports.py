@@ -623,8 +623,8 @@ def test_idle_connection_closed_by_the_server_is_not_used_again(
                 strict=True,
                 reason="known, conservative: libcurl checks a pooled connection only after "
                 "~1 s idle, so a request written into one the server closed 0.15 s before "
-                "reads 'may have arrived' (counted; the transport then connects afresh for "
-                "1.5 s so no retry meets another dead one)",
+                "reads 'may have arrived' (counted; its retry connects afresh, so it cannot "
+                "meet another dead one)",
             )
         )
 
