@@ -236,6 +236,15 @@ Http2Opt = Annotated[
         "connections (--transport curl).",
     ),
 ]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Sender processes, each with --concurrency connections (the reading, mapping "
+        "and ledger stay in this one).",
+        min=1,
+    ),
+]
 RunOpt = Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)]
 T = TypeVar("T")
 
@@ -549,6 +558,7 @@ def send(
     drain_timeout: DrainTimeoutOpt = DEFAULT_DRAIN_TIMEOUT,
     transport: TransportOpt = TransportChoice.AIOHTTP,
     http2: Http2Opt = False,
+    workers: WorkersOpt = 1,
     rejects: RejectsOpt = None,
     rejects_rows: RejectsRowsOpt = None,
     since: SinceOpt = None,
@@ -596,6 +606,7 @@ def send(
         drain_timeout=drain_timeout,
         transport=transport.value,
         http2=http2,
+        workers=workers,
     )
     if not sandbox:
         banner = _run(
@@ -688,6 +699,7 @@ def retry(
     drain_timeout: DrainTimeoutOpt = DEFAULT_DRAIN_TIMEOUT,
     transport: TransportOpt = TransportChoice.AIOHTTP,
     http2: Http2Opt = False,
+    workers: WorkersOpt = 1,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     yes: YesOpt = False,
@@ -711,6 +723,7 @@ def retry(
         drain_timeout=drain_timeout,
         transport=transport.value,
         http2=http2,
+        workers=workers,
     )
     banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
     yes = _confirm(banner, "Re-send these rows?", yes=yes)

@@ -49,6 +49,8 @@ class SendOptions:
             interface in its own thread, ~4x the events per core; the ``curl`` extra).
         http2: HTTP/2 over TLS where the server offers it, requests multiplexed over few
             connections (curl only).
+        workers: sender processes (each with ``concurrency`` connections); 1 sends from the
+            process that reads, as always.
     """
 
     concurrency: int = DEFAULT_CONCURRENCY
@@ -63,8 +65,11 @@ class SendOptions:
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     transport: str = DEFAULT_TRANSPORT
     http2: bool = False
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.transport not in TRANSPORTS:
             raise ValueError(
                 f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}"

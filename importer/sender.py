@@ -141,7 +141,12 @@ class Outcome:
 
 def make_transport(options: SendOptions) -> AnyTransport:
     """The transport ``options.transport`` names: "aiohttp" (the default) or "curl" (its
-    module, and pycurl, are imported only then)."""
+    module, and pycurl, are imported only then); ``options.workers`` sender processes of it
+    when more than one."""
+    if options.workers > 1:
+        from importer.workers import WorkerPool
+
+        return WorkerPool(options)
     if options.transport == "curl":
         from importer.curl import CurlTransport
 
@@ -282,6 +287,7 @@ class Sender:
         async with transport:
             if isinstance(transport, BatchTransport):  # once: a Protocol check costs ~6 µs
                 self._batch = transport
+                self._window = getattr(transport, "holds", self._window)
                 drivers = [asyncio.create_task(self._pump(transport))]
             else:
                 drivers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -123,6 +124,80 @@ class BatchTransport(Protocol):
 def window(concurrency: int) -> int:
     """Requests a batch transport holds: ``concurrency`` out and as many ready to start."""
     return 2 * concurrency
+
+
+class Batched:
+    """A per-request transport behind the batch shape: ``inner.get`` per request in a task,
+    ``concurrency`` at a time (the next starts as one ends), outcomes reported in batches
+    (those that end in one turn of the loop go together), NOT_SENT for those never started
+    at a drain or cut-off. A sender process of ``--workers`` runs aiohttp this way; the rule
+    tests drive the sender's pump with it."""
+
+    def __init__(self, inner: Transport, concurrency: int) -> None:
+        self.inner = inner
+        self.concurrency = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: deque[tuple[URL | str, Any, Callable[[Outcomes], None]]] = deque()
+        self._ready: list[tuple[Callable[[Outcomes], None], Any, DeliveryError | None]] = []
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.inner.__aexit__(None, None, None)
+
+    def send(self, requests: list[tuple[URL | str, Any]], done: Callable[[Outcomes], None]) -> None:
+        for url, token in requests:
+            self._waiting.append((url, token, done))
+        self._start()
+
+    def _start(self) -> None:
+        while self._waiting and len(self._tasks) < self.concurrency:
+            url, token, done = self._waiting.popleft()
+            task = asyncio.create_task(self._one(url, token, done))
+            self._tasks.add(task)
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._start()
+
+    async def _one(self, url: URL | str, token: Any, done: Callable[[Outcomes], None]) -> None:
+        try:
+            await self.inner.get(url)
+        except DeliveryError as err:
+            self._report(done, token, err)
+        except Exception as exc:  # a bug, not an answer: seen (last error), retried, bounded
+            self._report(done, token, TransientError(f"{type(exc).__name__}: {exc}"))
+        else:
+            self._report(done, token, None)
+
+    def _report(self, done: Callable[[Outcomes], None], token: Any, err: Any) -> None:
+        if not self._ready:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._ready.append((done, token, err))
+
+    def _flush(self) -> None:
+        ready, self._ready = self._ready, []
+        if ready:
+            ready[0][0]([(token, err) for _, token, err in ready])
+
+    def drain(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for _, token, done in waiting:
+            self._report(done, token, NOT_SENT)
+
+    async def cancel(self) -> None:
+        self._flush()  # what finished before the cut-off is reported first
+        waiting, self._waiting = self._waiting, deque()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _, token, done in waiting:
+            self._report(done, token, NOT_SENT)
+        self._flush()  # the never-started ones (and any that finished meanwhile)
 
 
 AnyTransport = Transport | BatchTransport

@@ -85,6 +85,7 @@ E2E_MODULES = frozenset(
         "test_hardening",
         "test_notebook",
         "test_outage",
+        "test_workers",
         "test_resume",
         "test_safety",
         "test_sending",
