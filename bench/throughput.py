@@ -12,24 +12,33 @@ over ``--rounds`` rounds (each round runs every measurement once, in this order)
   (b) send         ``event-backfill send`` end to end (a subprocess), with the ledger and
                    without (send-no-ledger)
   (b') send-curl   the same with ``--transport curl``, with the ledger and without
+  (a2) bare-2proc  the bare aiohttp loop in 2 processes, each over half of the URLs at the
+                   same concurrency, timed from a common start (after each has loaded its
+                   URLs and imported aiohttp) to the end of the last
+  (d) send-workers2
+                   ``event-backfill send --workers 2`` end to end, with the ledger
+  (d') send-curl-workers2
+                   the same with ``--transport curl``
   (c) naive        a sequential ``requests`` loop over 10,000 rows (the quick script)
   (w) wrk          ``wrk -t1 -c{concurrency} -d5s`` on one URL: the server's ceiling (installed
                    from apt when missing and apt-get exists, else skipped)
 
-``--only`` picks groups of these (aiohttp: a and b; curl: a' and b'; naive; wrk), all by
-default. Every measurement and ratio is printed per round, then the medians.
+``--only`` picks groups of these (aiohttp: a and b; curl: a' and b'; workers: a2, d and d';
+naive; wrk), all by default. Every measurement and ratio is printed per round, then the medians.
 
 Targets: (b)/(a) >= 0.9, (b)/(c) >= 4, ledger on vs off costs <= 5% (aiohttp);
-(b')/(a') >= 0.6, (b')/(b) >= 3, ledger cost at the curl rate <= 5%. Reported without
-a target: (a')/(a), and (a') and (b') against wrk. ``--rss-rows`` also measures the peak
-RSS of (b) on a large file (target <= 300 MB at 10M rows) and ``--resume-rows`` the time
-until a resumed run sends its first request when 90% of the file is done (target <= 5 s).
+(b')/(a') >= 0.6, (b')/(b) >= 3, ledger cost at the curl rate <= 5%; (d)/(a) >= 1.6,
+(d)/(a2) >= 0.9 (workers). Reported without a target: (a')/(a), (a2)/(a), (d')/(b'), and
+(a') and (b') against wrk. ``--rss-rows`` also measures the peak RSS of (b) on a large file
+(target <= 300 MB at 10M rows) and ``--resume-rows`` the time until a resumed run sends its
+first request when 90% of the file is done (target <= 5 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import resource
 import shutil
@@ -100,22 +109,79 @@ def build_urls(path: Path) -> list[str]:
 
 def bare(urls: list[str], concurrency: int) -> float:
     """(a) events/s of a bare aiohttp loop: `concurrency` workers over a shared iterator."""
+    started, finished = asyncio.run(_bare_loop(urls, concurrency))
+    return len(urls) / (finished - started)
 
-    async def main() -> float:
-        it = iter(urls)
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def worker() -> None:
-                for url in it:
-                    async with session.get(url) as response:
-                        await response.read()
+async def _bare_loop(
+    urls: list[str], concurrency: int, ready: Callable[[], None] | None = None
+) -> tuple[float, float]:
+    """The bare aiohttp loop's start and end (``time.perf_counter``); ``ready`` is called
+    with the session open, just before the start (it may block until a common start)."""
+    it = iter(urls)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
 
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return len(urls) / (time.perf_counter() - started)
+        async def worker() -> None:
+            for url in it:
+                async with session.get(url) as response:
+                    await response.read()
 
-    return asyncio.run(main())
+        if ready is not None:
+            ready()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return started, time.perf_counter()
+
+
+def bare_processes(urls: list[str], concurrency: int, processes: int = 2) -> float:
+    """(a2) events/s of the bare aiohttp loop in `processes` processes, each over its share
+    of the URLs: all URLs / the wall time from a common start to the end of the last.
+
+    Each process (spawned: a fresh interpreter) gets its URLs, imports aiohttp and opens its
+    session before it says it is ready; the clock starts when all are and are told to go."""
+    context = multiprocessing.get_context("spawn")
+    share = -(-len(urls) // processes)
+    pipes, children = [], []
+    for i in range(processes):
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_bare_child, args=(theirs, concurrency), daemon=True)
+        child.start()
+        theirs.close()
+        ours.send(urls[i * share : (i + 1) * share])
+        pipes.append(ours)
+        children.append(child)
+    try:
+        for pipe in pipes:
+            if pipe.recv() != "ready":
+                raise RuntimeError("bare-2proc: a process did not get ready")
+        started = time.perf_counter()
+        for pipe in pipes:
+            pipe.send("go")
+        finished = max(pipe.recv() for pipe in pipes)  # perf_counter is system-wide
+    finally:
+        for child in children:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        for pipe in pipes:
+            pipe.close()
+    return len(urls) / (finished - started)
+
+
+def _bare_child(pipe: Any, concurrency: int) -> None:
+    """One process of (a2): its URLs in, "ready", wait for "go", the loop, its end out."""
+    urls = pipe.recv()
+
+    def ready() -> None:
+        pipe.send("ready")
+        if pipe.recv() != "go":
+            raise RuntimeError("bare-2proc: expected go")
+
+    _, finished = asyncio.run(_bare_loop(urls, concurrency, ready))
+    pipe.send(finished)
+    pipe.close()
 
 
 def send_command(path: Path, schema: Path, url: str, *options: str) -> list[str]:
@@ -297,6 +363,7 @@ def resume_start(rows: int, schema: Path, folder: Path) -> float:
 GROUPS = {
     "aiohttp": ("bare", "send", "send-no-ledger"),
     "curl": ("bare-curl", "send-curl", "send-curl-no-ledger"),
+    "workers": ("bare-2proc", "send-workers2", "send-curl-workers2"),
     "naive": ("naive",),
     "wrk": ("wrk",),
 }
@@ -307,6 +374,9 @@ ORDER = (
     "send-no-ledger",
     "send-curl",
     "send-curl-no-ledger",
+    "bare-2proc",
+    "send-workers2",
+    "send-curl-workers2",
     "naive",
     "wrk",
 )
@@ -344,7 +414,11 @@ RATIOS = (
     Ratio("(b')/(a')", "send-curl", "bare-curl", ">= 0.6"),
     Ratio("(b')/(b)", "send-curl", "send", ">= 3"),
     Ratio("1-on/off", "send-curl", "send-curl-no-ledger", "<= 5%", cost=True),
+    Ratio("(d)/(a)", "send-workers2", "bare", ">= 1.6"),
+    Ratio("(d)/(a2)", "send-workers2", "bare-2proc", ">= 0.9"),
     Ratio("(a')/(a)", "bare-curl", "bare"),
+    Ratio("(a2)/(a)", "bare-2proc", "bare"),
+    Ratio("(d')/(b')", "send-curl-workers2", "send-curl"),
     Ratio("(a')/(w)", "bare-curl", "wrk"),
     Ratio("(b')/(w)", "send-curl", "wrk"),
 )
@@ -356,6 +430,7 @@ def measurements(
     """What ``--only`` asks for, in ORDER: name -> events/s in round n."""
     c = args.concurrency
     curl = ("--transport", "curl")
+    two = ("--workers", "2")
     every: dict[str, Callable[[int], float]] = {
         "bare": lambda n: bare(urls, c),
         "bare-curl": lambda n: bare_curl(urls, c),
@@ -363,6 +438,11 @@ def measurements(
         "send-no-ledger": lambda n: send_cli(path, schema, c, None)[0],
         "send-curl": lambda n: send_cli(path, schema, c, folder / f"curl-{n}.sqlite", *curl)[0],
         "send-curl-no-ledger": lambda n: send_cli(path, schema, c, None, *curl)[0],
+        "bare-2proc": lambda n: bare_processes(urls, c),
+        "send-workers2": lambda n: send_cli(path, schema, c, folder / f"w2-{n}.sqlite", *two)[0],
+        "send-curl-workers2": lambda n: send_cli(
+            path, schema, c, folder / f"curl-w2-{n}.sqlite", *two, *curl
+        )[0],
         "naive": lambda n: naive(urls),
     }
     if "wrk" in args.only and (program := find_wrk()):
