@@ -38,6 +38,11 @@ from importer.options import SendOptions
 from importer.transport import NOT_SENT, Outcomes
 
 _HEADER = struct.Struct("!I")
+# Requests and outcomes cross the pipes in batches: a message per request (a pickle, a
+# write, a thread waking on the other side) cost more CPU than the request itself. A batch
+# goes when it holds --concurrency items, or after this many seconds (each worker also
+# holds as many ready to start, so it does not wait for them).
+COALESCE = 0.002
 # An outcome on the wire: None (2xx), "not-sent", or (permanent, reason, status, retry
 # after, maybe delivered).
 _Wire = None | str | tuple[bool, str, int | None, float | None, bool]
@@ -96,6 +101,7 @@ class _Worker:
         self.process = process
         self.to, self.back = to, back
         self.held: dict[int, Any] = {}  # request number -> the sender's token
+        self.pending: list[tuple[str, int]] = []  # handed over, not yet written to it
         self.alive = True
         self.waiting: asyncio.Future[None] | None = None  # a cancel's or close's answer
 
@@ -129,6 +135,7 @@ class WorkerPool:
         self._done: Callable[[Outcomes], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._number = 0
+        self._timer: asyncio.TimerHandle | None = None  # the next coalesced flush
         self.lost = 0  # workers that died during the run
 
     async def __aenter__(self) -> Self:
@@ -148,6 +155,9 @@ class WorkerPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush_all()
         for worker in self._workers:
             if worker.alive:
                 with contextlib.suppress(OSError):
@@ -177,15 +187,29 @@ class WorkerPool:
             part = requests[i * share : (i + 1) * share]
             if not part:
                 break
-            message = []
             for url, token in part:
                 self._number += 1
                 worker.held[self._number] = token
-                message.append((str(url), self._number))
+                worker.pending.append((str(url), self._number))
+            if len(worker.pending) >= self.options.concurrency:
+                self._flush(worker)
+        if self._timer is None and any(w.pending for w in live):
+            assert self._loop is not None
+            self._timer = self._loop.call_later(COALESCE, self._flush_all)
+
+    def _flush(self, worker: _Worker) -> None:
+        pending, worker.pending = worker.pending, []
+        if pending:
             with contextlib.suppress(OSError):  # it died: its listener reports what it held
-                _write(worker.to, ("send", message))
+                _write(worker.to, ("send", pending))
+
+    def _flush_all(self) -> None:
+        self._timer = None
+        for worker in self._workers:
+            self._flush(worker)
 
     def drain(self) -> None:
+        self._flush_all()
         for worker in self._workers:
             if worker.alive:
                 with contextlib.suppress(OSError):
@@ -193,6 +217,7 @@ class WorkerPool:
 
     async def cancel(self) -> None:
         assert self._loop is not None
+        self._flush_all()
         waiting = []
         for worker in self._workers:
             if worker.alive:
@@ -284,16 +309,23 @@ async def _serve(inbox: int, outbox: int, options: SendOptions) -> None:
     out: list[tuple[int, _Wire]] = []
     finished = loop.create_future()
 
+    timer: list[asyncio.TimerHandle] = []
+
     def flush() -> None:
+        for handle in timer:
+            handle.cancel()
+        timer.clear()
         batch = out[:]
         out.clear()
         if batch:
             _write(outbox, ("done", batch))
 
     def done(outcomes: Outcomes) -> None:
-        if not out:
-            loop.call_soon(flush)
         out.extend((number, _to_wire(err)) for number, err in outcomes)
+        if len(out) >= options.concurrency:
+            flush()
+        elif not timer:
+            timer.append(loop.call_later(COALESCE, flush))
 
     async def handle(message: Any) -> None:
         kind = message[0]
