@@ -282,7 +282,11 @@ class Sender:
         if opts.rate:
             from aiolimiter import AsyncLimiter
 
-            self._limiter = AsyncLimiter(opts.rate, 1.0)  # paced on the loop's clock too
+            # "At most N per second" in every second, the first included: a bucket of N per
+            # 1 s would let 2N through in the first (it starts full). Its capacity is a tenth
+            # of a second's worth (at least one request). Paced on the loop's clock too.
+            period = max(0.1, 1.0 / opts.rate)
+            self._limiter = AsyncLimiter(opts.rate * period, period)
         transport = self.transport
         async with transport:
             if isinstance(transport, BatchTransport):  # once: a Protocol check costs ~6 µs

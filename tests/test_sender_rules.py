@@ -617,12 +617,24 @@ def test_the_retry_heap_limit_holds_new_rows_back() -> None:
 
 
 def test_rate_paces_requests_on_the_loop_clock() -> None:
-    """--rate 10: after a burst of 10, one request per 0.1 s: 50 requests span 4 s."""
+    """--rate 10: one request at once, then one per 0.1 s: 50 requests span 4.9 s."""
     run = send(always(Ok(after=0.0)), 50, concurrency=8, rate=10.0)
     starts = sorted(c.start for c in run.calls)
-    assert starts[9] == pytest.approx(0.0, abs=1e-6)
-    assert starts[-1] == pytest.approx(4.0, abs=0.05)
-    assert all(b - a > 0.09 for a, b in itertools.pairwise(starts[9:]))
+    assert starts[0] == pytest.approx(0.0, abs=1e-6)
+    assert starts[-1] == pytest.approx(4.9, abs=0.05)
+    assert all(b - a > 0.09 for a, b in itertools.pairwise(starts))
+
+
+def test_rate_holds_in_every_second_the_first_included() -> None:
+    """--rate 200 means at most 200 requests in any second, not 400 in the first (a
+    bucket that starts full): at most a tenth of a second's worth comes early."""
+    run = send(always(Ok(after=0.001)), 1_000, batch=100, concurrency=32, rate=200.0)
+    starts = sorted(c.start for c in run.calls)
+    busiest = max(
+        sum(1 for t in starts[i:] if t < start + 1.0) for i, start in enumerate(starts[:400])
+    )
+    assert busiest <= 200 + 20
+    assert starts[-1] == pytest.approx((1_000 - 20) / 200, abs=0.1)
 
 
 # -- a run: deliver() wiring --------------------------------------------------------------------
