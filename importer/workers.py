@@ -35,7 +35,7 @@ from yarl import URL
 
 from importer.errors import DeliveryError, PermanentError, TransientError
 from importer.options import SendOptions
-from importer.transport import NOT_SENT, Outcomes
+from importer.transport import NOT_SENT, Outcomes, window
 
 _HEADER = struct.Struct("!I")
 # Requests and outcomes cross the pipes in batches: a message per request (a pickle, a
@@ -130,7 +130,7 @@ class WorkerPool:
         self.count = options.workers
         # What the sender may hand over: each worker's window (--concurrency out and as many
         # ready to start), so no worker waits for the parent to refill.
-        self.holds = self.count * 2 * options.concurrency
+        self.holds = self.count * window(options.concurrency)
         self._workers: list[_Worker] = []
         self._done: Callable[[Outcomes], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -6,15 +6,18 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from .conftest import BASE_SCHEMA, NOW
@@ -238,3 +241,30 @@ class Server:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+@dataclass(frozen=True)
+class Cert:
+    """A certificate and its key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+def self_signed_cert(folder: Path, alt_names: str) -> Cert:
+    """A self-signed certificate for CN=localhost and ``alt_names`` (``subjectAltName``
+    syntax), made now with the openssl binary (pytest.skip when it is not installed)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", f"subjectAltName={alt_names}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return Cert(cert, key)

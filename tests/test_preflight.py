@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import socket
 import ssl
-import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +28,8 @@ from importer.preflight import (
     run_preflight,
     verifying_context,
 )
+
+from .helpers import Cert, self_signed_cert
 
 DEFAULT = "https://{project_id}.log.optimizely.com/event"
 
@@ -388,30 +387,10 @@ def test_run_preflight_refuses_bad_template() -> None:
 # --- TLS ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="module")
-def localhost_cert(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cert]:
+def localhost_cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
     """A self-signed certificate for DNS name localhost (not for 127.0.0.1), made now."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    yield Cert(cert, key)
+    return self_signed_cert(tmp_path_factory.mktemp("tls"), "DNS:localhost")
 
 
 def server_context(cert: Cert) -> ssl.SSLContext:

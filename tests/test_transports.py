@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +28,8 @@ from importer.errors import DeliveryError, PermanentError, TransientError
 from importer.options import SendOptions
 from importer.sender import make_transport
 from importer.transport import AiohttpTransport, AnyTransport
+
+from .helpers import Cert, self_signed_cert
 
 USER_AGENT = f"event-backfill/{__version__}"
 TEST_TIMEOUT = 10.0  # seconds any one scenario may take before it counts as hung
@@ -648,30 +647,10 @@ def test_idle_connection_closed_by_the_server_is_not_used_again(
 # --- TLS --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cert]:
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> Cert:
     """A self-signed certificate for 127.0.0.1 and localhost: only the issuer is wrong."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    yield Cert(cert, key)
+    return self_signed_cert(tmp_path_factory.mktemp("tls"), "DNS:localhost,IP:127.0.0.1")
 
 
 def test_self_signed_certificate_is_refused_before_the_request(
