@@ -31,6 +31,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from importer.currencies import MINOR_UNITS
+from importer.datafile import Datafile
 from importer.schema import CsvOptions
 from importer.source import CsvInput, Source, open_source
 
@@ -153,6 +154,7 @@ def guess_schema(
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
     csv_options: CsvOptions | None = None,
     schema_path: str = "schema.toml",
+    datafile: Datafile | None = None,
 ) -> Guess:
     """Read a sample of a source and guess its schema.
 
@@ -162,6 +164,8 @@ def guess_schema(
         sample_rows: how many rows to look at (the first ones).
         csv_options: how to read CSV files (default: delimiter sniffed, UTF-8).
         schema_path: where the schema will be written, for the "check it with" line.
+        datafile: the project's datafile: its project and account ids are used, and columns
+            of its experiment, variation and event keys and attribute columns recognised.
 
     Returns:
         The schema text with its TODO keys and notes.
@@ -171,7 +175,7 @@ def guess_schema(
     """
     opened = open_source(source, csv_options=csv_options)
     sample = _read_sample(opened, max(1, sample_rows))
-    return _write(sample, opened, csv_options, schema_path, source)
+    return _write(sample, opened, csv_options, schema_path, source, datafile)
 
 
 # --- the sample ------------------------------------------------------------------------------
@@ -1110,9 +1114,10 @@ def _timezone(
     )
 
 
-def _experiments(sample: _Sample) -> list[_Block]:
-    """[[experiments]] column pairs, else [buckets] from a cookie column, else a TODO."""
-    pairs = _pairs(sample)
+def _experiments(sample: _Sample, datafile: Datafile | None = None) -> list[_Block]:
+    """[[experiments]] column pairs (ids, else keys of the datafile), else [buckets] from a
+    cookie column, else a TODO."""
+    pairs = _pairs(sample) or _key_pairs(sample, datafile)
     cookie = _cookie(sample)
     if pairs:
         if cookie is not None:
@@ -1538,8 +1543,9 @@ def _by_count(item: tuple[str, int]) -> tuple[int, bool, str]:
     return -item[1], item[0] == "", item[0]
 
 
-def _digits_id(sample: _Sample, key: str, word: str) -> _Block:
-    """project_id / account_id: a column named so holding digits, else a TODO."""
+def _digits_id(sample: _Sample, key: str, word: str, datafile: Datafile | None) -> _Block:
+    """project_id / account_id: a column named so holding digits, else the datafile's, else
+    a TODO."""
     block = _Block(None)
     for column in sample.columns:
         digits = column.share(lambda v: bool(_DIGITS.fullmatch(v))) == 1.0
@@ -1549,21 +1555,126 @@ def _digits_id(sample: _Sample, key: str, word: str) -> _Block:
             block.notes.append(f"{key}: column {_q(column.name)}")
             block.used.append(column.name)
             return block
+    if datafile is not None:
+        value = datafile.project_id if word == "project" else datafile.account_id
+        block.comments.append(f"{key}: the datafile's (revision {datafile.revision}).")
+        block.items.append((key, {"value": value}))
+        block.notes.append(f"{key}: {value} from the datafile")
+        return block
     block.items.append((key, {"value": _Todo(f"TODO: your {word} id (digits)")}))
     block.notes.append(f"{key}: TODO")
     return block
+
+
+# --- with a datafile: keys ---------------------------------------------------------------------
+
+
+def _keys_share(column: _Column, keys: frozenset[str]) -> float:
+    return column.share(lambda v: v in keys) if keys else 0.0
+
+
+def _key_column(sample: _Sample, keys: frozenset[str], skip: set[str]) -> _Column | None:
+    """The column whose non-empty cells are most often among ``keys`` (at least 80%: a few
+    may be typos, which check then rejects)."""
+    scored = [
+        (_keys_share(c, keys), -c.index, c)
+        for c in sample.columns
+        if c.name not in skip and c.filled
+    ]
+    best = max(scored, key=lambda s: s[:2], default=None)
+    return best[2] if best is not None and best[0] >= _MOST else None
+
+
+def _key_pairs(sample: _Sample, datafile: Datafile | None) -> list[_Block]:
+    """An [[experiments]] pair of key columns: experiment keys, and variation keys or ids."""
+    if datafile is None:
+        return []
+    experiment = _key_column(sample, frozenset(e.key for e in datafile.experiments), set())
+    if experiment is None:
+        return []
+    variations = [v for e in datafile.experiments for v in e.variations]
+    skip = {experiment.name}
+    by_key = _key_column(sample, frozenset(v.key for v in variations), skip)
+    by_id = None if by_key else _key_column(sample, frozenset(v.id for v in variations), skip)
+    variation = by_key or by_id
+    if variation is None:
+        return []
+    kind = "variation_key_column" if by_key else "variation_column"
+    block = _Block("[[experiments]]")
+    block.comments.append(
+        f"{_q(experiment.name)}: experiment keys of the datafile; {_q(variation.name)}: "
+        f"variation {'keys' if by_key else 'ids'} of them. Keys are resolved to ids through "
+        "--datafile; one it does not have is a reject (experiment-unknown, variation-unknown)."
+    )
+    block.items += [
+        ("experiment_key_column", experiment.name),
+        (kind, variation.name),
+        ("required", True),
+    ]
+    block.notes.append(f"experiments: keys in {_q(experiment.name)} / {_q(variation.name)}")
+    block.used += [experiment.name, variation.name]
+    return [block]
+
+
+def _event_keys(sample: _Sample, datafile: Datafile | None) -> list[_Block]:
+    """[goal_ids] from a column of the datafile's event keys (often the event name's)."""
+    if datafile is None:
+        return []
+    column = _key_column(sample, frozenset(e.key for e in datafile.events), set())
+    if column is None:
+        return []
+    block = _Block("[goal_ids]")
+    required = sample.fill(column) == 1.0
+    block.comments.append(
+        f"{_q(column.name)}: event keys of the datafile; each key's event id is sent as g "
+        "(an unknown key is a reject: goal-unknown)"
+        + (", on every sampled row: required." if required else ".")
+    )
+    block.items.append(("event_key_column", column.name))
+    if required:
+        block.items.append(("required", True))
+    block.notes.append(f"goal_ids: event keys in {_q(column.name)}")
+    block.used.append(column.name)
+    return [block]
+
+
+def _attributes(sample: _Sample, datafile: Datafile | None) -> list[_Block]:
+    """[[segments]] for the columns named like an attribute key of the datafile."""
+    if datafile is None:
+        return []
+    by_name = {key.casefold(): key for key in datafile.attributes}
+    blocks = []
+    for column in sample.columns:
+        key = by_name.get(column.name.strip().casefold())
+        if key is None or not column.filled:
+            continue
+        block = _Block("[[segments]]")
+        block.comments.append(
+            f"{_q(column.name)}: named like the datafile's attribute {_q(key)} (segment id "
+            f"{datafile.attributes[key]}); empty cells leave the segment out."
+        )
+        block.items += [("attribute_key", key), ("column", column.name)]
+        block.notes.append(f"segments: {_q(column.name)} as attribute {_q(key)}")
+        block.used.append(column.name)
+        blocks.append(block)
+    return blocks
 
 
 # --- writing the TOML ------------------------------------------------------------------------
 
 
 def _write(
-    sample: _Sample, source: Source, options: CsvOptions | None, schema_path: str, given: Any
+    sample: _Sample,
+    source: Source,
+    options: CsvOptions | None,
+    schema_path: str,
+    given: Any,
+    datafile: Datafile | None = None,
 ) -> Guess:
     """Run every guess and render the schema."""
-    project = _digits_id(sample, "project_id", "project")
-    account = _digits_id(sample, "account_id", "account")
-    if not (project.used and account.used):
+    project = _digits_id(sample, "project_id", "project", datafile)
+    account = _digits_id(sample, "account_id", "account", datafile)
+    if not (project.used and account.used) and datafile is None:
         project.comments.append(
             "project_id and account_id: from your Optimizely project settings (digits)."
         )
@@ -1571,13 +1682,15 @@ def _write(
     event = _event_name(sample)
     time = _time(sample)
     value = _value(sample, _used(project, account, user, event, time))
-    experiments = _experiments(sample)
-    goals = _goal_ids(sample)
+    experiments = _experiments(sample, datafile)
+    goals = _goal_ids(sample) or _event_keys(sample, datafile)
+    segments = _attributes(sample, datafile)
     status = _status(
-        sample, _used(project, account, user, event, time, value, *experiments, *goals)
+        sample, _used(project, account, user, event, time, value, *experiments, *goals, *segments)
     )
     ids = _ids(
-        sample, _used(project, account, user, event, time, value, *experiments, *goals, status)
+        sample,
+        _used(project, account, user, event, time, value, *experiments, *goals, *segments, status),
     )
     filters = [b for b in experiments if b.header == "[[filter]]"]
     experiments = [b for b in experiments if b.header != "[[filter]]"]
@@ -1603,10 +1716,11 @@ def _write(
         time,
         status,
         *filters,
+        *segments,
         checks,
         *_csv(options),
     ]
-    head = _header(sample, source, schema_path, given)
+    head = _header(sample, source, schema_path, given, datafile)
     text = head + _render(blocks)
     todos = _todo_keys(blocks)
     notes = _sample_notes(sample, source, options)
@@ -1632,7 +1746,9 @@ def _csv(options: CsvOptions | None) -> list[_Block]:
     return [_Block("[csv]", items=sorted(changed.items()))]
 
 
-def _header(sample: _Sample, source: Source, schema_path: str, given: Any) -> str:
+def _header(
+    sample: _Sample, source: Source, schema_path: str, given: Any, datafile: Datafile | None
+) -> str:
     """The opening comment: where the guess comes from and how to check it."""
     columns = len(sample.columns)
     lines = [
@@ -1645,9 +1761,11 @@ def _header(sample: _Sample, source: Source, schema_path: str, given: Any) -> st
         isinstance(given, list | tuple) and all(isinstance(s, str | Path) for s in given)
     ):
         files = " ".join(shlex.quote(str(i.name)) for i in source.inputs)
-        lines.append(f"#   event-backfill check {files} --schema {shlex.quote(schema_path)}")
+        more = f" --datafile {shlex.quote(datafile.source)}" if datafile is not None else ""
+        lines.append(f"#   event-backfill check {files} --schema {shlex.quote(schema_path)}{more}")
     else:
-        lines.append(f"#   importer.check(frame, schema={json.dumps(schema_path)})")
+        more = f", datafile={json.dumps(datafile.source)}" if datafile is not None else ""
+        lines.append(f"#   importer.check(frame, schema={json.dumps(schema_path)}{more})")
     lines.append("# Every key is explained by `event-backfill schema --json-schema`.")
     return "\n".join(_comment_safe(line) for line in lines) + "\n\n"
 

@@ -25,10 +25,18 @@ import pyarrow.compute as pc
 
 from importer import encode
 from importer.arrow import bools
+from importer.datafile import Datafile, Flat, Lookup, flatten, resolve
 from importer.errors import SchemaError
 from importer.preflight import MAX_HOST_BYTES, MAX_LABEL_BYTES, PLACEHOLDER
-from importer.rules import RULES, Violations
-from importer.schema import DigitsField, Filter, Schema, TextField, read_salt
+from importer.rules import RULES, WARNINGS, Tally, Violation, Violations
+from importer.schema import (
+    DigitsField,
+    ExperimentPair,
+    Filter,
+    Schema,
+    TextField,
+    read_salt,
+)
 from importer.source import Batch
 from importer.tables import EVENTS_SCHEMA, empty_events, empty_rejects
 from importer.times import parse_times
@@ -98,6 +106,8 @@ class Mapped:
             time window), each row counted under the first filter that left it out.
         outside_window: rows left out by --since/--until; not settled, so a run with
             another window sends them.
+        warnings: one row per warning (rules.WARNINGS) of a valid row, laid out as
+            ``rejects``: the row is sent all the same.
     """
 
     batch: Batch
@@ -109,6 +119,7 @@ class Mapped:
     filtered: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     filtered_by: dict[str, int] = dataclasses.field(default_factory=dict)
     outside_window: int = 0
+    warnings: pa.Table = dataclasses.field(default_factory=empty_rejects)
 
     @property
     def filtered_count(self) -> int:
@@ -128,8 +139,14 @@ class Mapper:
         since: int | None = None,
         until: int | None = None,
         origin: str = "schema",
+        datafile: Datafile | None = None,
     ) -> None:
         self.schema = schema
+        self.datafile = datafile
+        # With a datafile, ids are joined against its lookup tables; keys are resolved.
+        self.lookup: Lookup | None = datafile.lookup if datafile is not None else None
+        self.resolved = resolve(schema, datafile, origin)
+        self.warned = Tally()  # the run's warnings, counted as batches are handed out
         self.endpoint = endpoint or schema.endpoint
         self.now = _time.time() if now is None else now
         self.since, self.until = since, until
@@ -182,11 +199,14 @@ class Mapper:
         params["a"] = self._digits(self.schema.project_id, texts, found, "project-id-digits")
         self._project_length(params["a"], found)
         params["d"] = self._digits(self.schema.account_id, texts, found, "account-id-digits")
+        self._owner(params["a"], params["d"], found)
         params["u"] = self._user(texts, found)
         params["n"] = self._text(self.schema.event_name, texts, found, "event-name")
-        params["x"], experiment_ids = self._experiments(texts, found)
+        params["x"], experiment_ids, assigned = self._experiments(texts, found)
         params["g"] = (
-            experiment_ids if self.schema.kind == "impression" else self._goals(texts, found)
+            experiment_ids
+            if self.schema.kind == "impression"
+            else self._goals(texts, found, assigned)
         )
         params["v"] = self._value(texts, found)
         params["currency"] = self._currency(texts)
@@ -265,54 +285,39 @@ class Mapper:
             return _hash_ids(cells, self.salt)
         return cells
 
-    def _experiments(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array]:
-        """x fragments ("x1=2&x3=4") and experiment ids ("1,3") per row."""
+    def _owner(self, project: encode.Piece, account: encode.Piece, found: Violations) -> None:
+        """With a datafile: project and account ids from columns must be its own (constants
+        were checked when the mapper was made)."""
+        if self.datafile is None:
+            return
+        for cells, spec, want, rule in (
+            (project, self.schema.project_id, self.datafile.project_id, "project-mismatch"),
+            (account, self.schema.account_id, self.datafile.account_id, "account-mismatch"),
+        ):
+            if isinstance(cells, pa.Array) and spec.column is not None:
+                other = pc.and_(pc.ascii_is_decimal(cells), pc.not_equal(cells, want))
+                found.add(other, rule, spec.column, cells)
+
+    def _experiments(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array, Flat]:
+        """x fragments ("x1=2&x3=4") and experiment ids ("1,3") per row; with a datafile,
+        also each row's known experiments (their lookup indices)."""
         fragments: list[encode.Piece] = []
         ids: list[encode.Piece] = []
+        assigned: list[Flat] = []
         size = found.size
         flagged = np.zeros(size, dtype=bool)  # rows already rejected as experiment-missing
         for pair in self.schema.experiments:
-            exp = (
-                pair.experiment
-                if pair.experiment is not None
-                else texts.get(pair.experiment_column, pair.experiment_extract)
-            )
-            var = (
-                pair.variation
-                if pair.variation is not None
-                else texts.get(pair.variation_column, pair.variation_extract)
-            )
-            exp_arr = _broadcast(exp, size)
-            var_arr = _broadcast(var, size)
-            exp_empty = bools(pc.equal(pc.binary_length(exp_arr), 0))
-            var_empty = bools(pc.equal(pc.binary_length(var_arr), 0))
-            absent = exp_empty & var_empty
-            half = exp_empty ^ var_empty
-            column = pair.experiment_column or pair.variation_column or "experiments"
-            missing = half | (absent & pair.required)
-            found.add(missing, "experiment-missing", column, exp_arr)
+            fragment, exp_ids, missing, known = self._pair(pair, texts, found)
             flagged |= missing
-            present = ~exp_empty & ~var_empty
-            bad_exp = present & ~bools(pc.ascii_is_decimal(exp_arr))
-            bad_var = present & ~bools(pc.match_substring_regex(var_arr, _VARIATION))
-            found.add(
-                bad_exp, "experiment-id-digits", pair.experiment_column or "experiment", exp_arr
-            )
-            found.add(bad_var, "variation-id-format", pair.variation_column or "variation", var_arr)
-            keep = pa.array(present)
-            fragments.append(
-                pc.if_else(
-                    keep,
-                    pc.binary_join_element_wise("x", exp_arr, "=", var_arr, ""),
-                    pa.scalar(None, pa.string()),
-                )
-            )
-            ids.append(pc.if_else(keep, exp_arr, pa.scalar(None, pa.string())))
+            fragments.append(fragment)
+            ids.append(exp_ids)
+            assigned.append(known)
         if self.schema.buckets is not None:
-            frag, exp_ids, bad = self._buckets(texts, found)
+            frag, exp_ids, bad, known = self._buckets(texts, found)
             flagged |= bad
             fragments.append(frag)
             ids.append(exp_ids)
+            assigned.append(known)
         x = encode.join_present(fragments, "&", size)
         joined_ids = encode.join_present(ids, ",", size)
         if len(ids) > 1:
@@ -320,7 +325,91 @@ class Mapper:
             found.add(twice, "experiment-duplicate", self._experiment_column(), joined_ids)
         none = bools(pc.equal(pc.binary_length(x), 0)) & ~flagged
         found.add(none, "experiment-missing", self._experiment_column(), x)
-        return x, joined_ids
+        return x, joined_ids, Flat.concat(assigned)
+
+    def _pair(
+        self, pair: ExperimentPair, texts: _Texts, found: Violations
+    ) -> tuple[pa.Array, pa.Array, np.ndarray, Flat]:
+        """One experiment/variation pair: its x fragment and experiment id per row (null
+        where absent), the rows rejected for it already (experiment-missing, keys the
+        datafile does not have), and the known experiments."""
+        size = found.size
+        exp_column, var_column = pair.experiment_source, pair.variation_source
+        exp = (
+            pair.experiment
+            if pair.experiment is not None
+            else texts.get(exp_column, pair.experiment_extract)
+        )
+        var = (
+            pair.variation
+            if pair.variation is not None
+            else texts.get(var_column, pair.variation_extract)
+        )
+        exp_arr = _broadcast(exp, size)
+        var_arr = _broadcast(var, size)
+        exp_empty = bools(pc.equal(pc.binary_length(exp_arr), 0))
+        var_empty = bools(pc.equal(pc.binary_length(var_arr), 0))
+        absent = exp_empty & var_empty
+        half = exp_empty ^ var_empty
+        column = exp_column or var_column or "experiments"
+        missing = half | (absent & pair.required)
+        found.add(missing, "experiment-missing", column, exp_arr)
+        present = ~exp_empty & ~var_empty
+        exp_ok, var_ok = present, present
+        if pair.experiment_key_column is None:
+            exp_ok = present & bools(pc.ascii_is_decimal(exp_arr))
+            label = exp_column or "experiment"
+            found.add(present & ~exp_ok, "experiment-id-digits", label, exp_arr)
+        if pair.variation_key_column is None:
+            var_ok = present & bools(pc.match_substring_regex(var_arr, _VARIATION))
+            label = var_column or "variation"
+            found.add(present & ~var_ok, "variation-id-format", label, var_arr)
+        exp_ids, var_ids, known = exp_arr, var_arr, Flat.concat([])
+        if self.lookup is not None:
+            exp_ids, var_ids, index = self._judge_pair(
+                pair, exp_arr, var_arr, exp_ok, var_ok, found
+            )
+            rows = np.flatnonzero(index >= 0)
+            known = Flat(rows, index[rows])
+        keep = pa.array(present)
+        if self.lookup is not None:  # keys that did not resolve are null
+            keep = pc.and_(keep, pc.and_(pc.is_valid(exp_ids), pc.is_valid(var_ids)))
+        none = pa.scalar(None, pa.string())
+        joined = pc.binary_join_element_wise("x", exp_ids, "=", var_ids, "")
+        fragment = pc.if_else(keep, joined, none)
+        flagged = missing | (present & ~bools(keep))  # keys that did not resolve: rejected
+        return fragment, pc.if_else(keep, exp_ids, none), flagged, known
+
+    def _judge_pair(
+        self,
+        pair: ExperimentPair,
+        exp_cells: pa.Array,
+        var_cells: pa.Array,
+        exp_ok: np.ndarray,
+        var_ok: np.ndarray,
+        found: Violations,
+    ) -> tuple[pa.Array, pa.Array, np.ndarray]:
+        """A pair's cells against the datafile: keys resolved to ids, unknown experiments and
+        variations rejected, experiments not running warned about. Returns the ids and each
+        row's experiment index (-1 where none is known)."""
+        lookup = self.lookup
+        assert lookup is not None
+        exp_column = pair.experiment_source or "experiment"
+        var_column = pair.variation_source or "variation"
+        by_key = pair.experiment_key_column is not None
+        exp_ids = lookup.experiment_ids_of(exp_cells) if by_key else exp_cells
+        index = np.where(exp_ok, lookup.experiment_index(exp_ids), -1)
+        found.add(exp_ok & (index < 0), "experiment-unknown", exp_column, exp_cells)
+        judged = var_ok & (index >= 0)
+        if pair.variation_key_column is not None:
+            var_ids = lookup.variation_ids_of(exp_ids, var_cells)
+            unknown = judged & ~bools(pc.is_valid(var_ids))
+        else:
+            var_ids = var_cells
+            unknown = judged & ~lookup.variation_known(exp_ids, var_cells)
+        found.add(unknown, "variation-unknown", var_column, var_cells)
+        found.warn(lookup.not_running(index), "experiment-not-running", exp_column, exp_cells)
+        return exp_ids, var_ids, index
 
     def _experiment_column(self) -> str:
         if self.schema.experiments:
@@ -329,7 +418,9 @@ class Mapper:
         assert self.schema.buckets is not None
         return self.schema.buckets.column
 
-    def _buckets(self, texts: _Texts, found: Violations) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    def _buckets(
+        self, texts: _Texts, found: Violations
+    ) -> tuple[pa.Array, pa.Array, np.ndarray, Flat]:
         spec = self.schema.buckets
         assert spec is not None
         cells = texts.get(spec.column, spec.extract)
@@ -341,22 +432,101 @@ class Mapper:
         found.add(bad, "buckets-invalid", spec.column, lambda: start_of(cells))
         empty = pc.equal(pc.binary_length(frags), 0)
         none = pa.scalar(None, pa.string())
-        return pc.if_else(empty, none, frags), pc.if_else(empty, none, exp_ids), bools(bad)
+        known = Flat.concat([])
+        if self.lookup is not None:
+            known = self._judge_buckets(parsed, encoded.indices, cells, found)
+        return (
+            pc.if_else(empty, none, frags),
+            pc.if_else(empty, none, exp_ids),
+            bools(bad),
+            known,
+        )
 
-    def _goals(self, texts: _Texts, found: Violations) -> encode.Piece:
+    def _judge_buckets(
+        self,
+        parsed: list[tuple[str, str] | None],
+        indices: pa.Array,
+        cells: pa.Array,
+        found: Violations,
+    ) -> Flat:
+        """The cookies' pairs against the datafile, once per distinct cookie."""
+        lookup, spec = self.lookup, self.schema.buckets
+        assert lookup is not None and spec is not None
+        judged = [
+            lookup.judge_pairs(_pairs_of(p[0])) if p else (False, False, False, []) for p in parsed
+        ]
+
+        def per_row(k: int) -> np.ndarray:
+            return bools(pa.array([j[k] for j in judged], pa.bool_()).take(indices))
+
+        def shown() -> pa.Array:
+            return start_of(cells)
+
+        found.add(per_row(0), "experiment-unknown", spec.column, shown)
+        found.add(per_row(1), "variation-unknown", spec.column, shown)
+        found.warn(per_row(2), "experiment-not-running", spec.column, shown)
+        lists = pa.array([j[3] for j in judged], pa.list_(pa.int64())).take(indices)
+        return Flat(
+            np.asarray(pc.list_parent_indices(lists), dtype=np.int64),
+            np.asarray(pc.list_flatten(lists), dtype=np.int64),
+        )
+
+    def _goals(self, texts: _Texts, found: Violations, assigned: Flat) -> encode.Piece:
         spec = self.schema.goal_ids
         if spec is None:
             return None
-        if spec.value is not None:
-            return spec.value
-        assert spec.column is not None
-        cells = texts.get(spec.column, spec.extract)  # trimmed; nothing else is taken out
+        if spec.column is None and spec.event_key_column is None:
+            goal = self.resolved.goal  # a constant: checked against the datafile already
+            if self.lookup is not None and goal is not None:
+                size = found.size
+                ids = pa.array([goal] * size, pa.string())
+                self._judge_goals(ids, np.ones(size, dtype=bool), assigned, found, "goal_ids")
+            return goal
+        column = spec.source_column
+        assert column is not None
+        cells = texts.get(column, spec.extract)  # trimmed; nothing else is taken out
         empty = pc.equal(pc.binary_length(cells), 0)
         if spec.required:
-            found.add(empty, "goal-ids-missing", spec.column, cells)
+            found.add(empty, "goal-ids-missing", column, cells)
+        none = pa.scalar(None, pa.string())
+        if spec.event_key_column is not None:
+            assert self.lookup is not None  # keys need a datafile (resolve() said so)
+            ids = self.lookup.event_ids_of(cells)
+            filled = ~bools(empty)
+            found.add(filled & ~bools(pc.is_valid(ids)), "goal-unknown", column, cells)
+            known = filled & bools(pc.is_valid(ids))
+            self._judge_goals(ids, known, assigned, found, column, raw=cells)
+            return ids
         bad = pc.and_(pc.invert(empty), pc.invert(pc.match_substring_regex(cells, _GOALS)))
-        found.add(bad, "goal-ids-format", spec.column, cells)
-        return pc.if_else(empty, pa.scalar(None, pa.string()), cells)
+        found.add(bad, "goal-ids-format", column, cells)
+        if self.lookup is not None:
+            judged = ~bools(empty) & ~bools(bad)
+            unknown = self._judge_goals(cells, judged, assigned, found, column, raw=cells)
+            found.add(unknown, "goal-unknown", column, cells)
+        return pc.if_else(empty, none, cells)
+
+    def _judge_goals(
+        self,
+        ids: pa.Array,
+        judged: np.ndarray,
+        assigned: Flat,
+        found: Violations,
+        column: str,
+        raw: pa.Array | None = None,
+    ) -> np.ndarray:
+        """Goal ids (comma-separated) of the ``judged`` rows against the datafile: warns of
+        goals attached to none of the row's experiments; returns the rows with an unknown
+        goal."""
+        lookup = self.lookup
+        assert lookup is not None
+        rows, flat = flatten(ids, np.flatnonzero(judged))
+        index = lookup.goal_index(flat)
+        size = found.size
+        unknown = np.bincount(rows[index < 0], minlength=size) > 0
+        ok = index >= 0
+        lost = lookup.lost_goals(Flat(rows[ok], index[ok]), assigned, size)
+        found.warn(lost, "goal-not-in-experiment", column, raw if raw is not None else ids)
+        return unknown
 
     def _value(self, texts: _Texts, found: Violations) -> encode.Piece:
         spec = self.schema.value
@@ -380,9 +550,10 @@ class Mapper:
 
     def _segments(self, texts: _Texts, found: Violations) -> encode.Piece:
         pieces: list[pa.Array | str] = []
-        for segment in self.schema.segments:
+        ids = self.resolved.segment_ids
+        for segment, segment_id in zip(self.schema.segments, ids, strict=True):
             if segment.value is not None:
-                pieces.append(f"s{segment.id}={encode.quote(segment.value)}")
+                pieces.append(f"s{segment_id}={encode.quote(segment.value)}")
                 continue
             assert segment.column is not None
             cells = texts.get(segment.column, segment.extract)
@@ -393,7 +564,7 @@ class Mapper:
             invisible = pc.or_(forbidden, pc.and_(blank, pc.invert(empty)))
             found.add(invisible, "segment-control", segment.column, cells)
             value = pc.if_else(empty, pa.scalar(None, pa.string()), encode.quote_array(cells))
-            pieces.append(pc.binary_join_element_wise(f"s{segment.id}=", value, ""))
+            pieces.append(pc.binary_join_element_wise(f"s{segment_id}=", value, ""))
         if not pieces:
             return None
         if all(isinstance(p, str) for p in pieces):
@@ -446,6 +617,11 @@ class Mapper:
             key_list = []
         rejects = _rejects(batch, found, self.masked)
         left_out = int(outside.sum()) if outside is not None else 0
+        warnings = empty_rejects()
+        if found.warnings and valid.any():  # only rows that are sent need the warning
+            sent = [Violation(w.mask & valid, w.rule, w.column, w.raw) for w in found.warnings]
+            kept = Violations(size, items=[w for w in sent if w.mask.any()])
+            warnings = _rejects(dataclasses.replace(batch, malformed=()), kept, self.masked)
         return Mapped(
             batch,
             valid,
@@ -455,6 +631,7 @@ class Mapper:
             int((~valid).sum()) - left_out + len(batch.malformed),
             filtered_by={WINDOW_FILTER: left_out} if left_out else {},
             outside_window=left_out,
+            warnings=warnings,
         )
 
     def _events(
@@ -799,6 +976,12 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _pairs_of(fragments: str) -> list[tuple[str, str]]:
+    """("x1=2&x3=4") -> [("1", "2"), ("3", "4")]."""
+    pairs = (f[1:].partition("=") for f in fragments.split("&")) if fragments else ()
+    return [(exp, var) for exp, _, var in pairs]
+
+
 def _parse_buckets(text: str, fmt: str) -> tuple[str, str] | None:
     """An optimizelyBuckets value to ("x1=2&x3=4", "1,3"); ("", "") when empty; None if bad."""
     if not text:
@@ -845,7 +1028,9 @@ def _rejects(batch: Batch, found: Violations, masked: set[str] | None = None) ->
                     ),
                     "column": pa.array([item.column] * len(index), pa.string()),
                     "rule": pa.array([item.rule] * len(index), pa.string()),
-                    "message": pa.array([RULES[item.rule]] * len(index), pa.string()),
+                    "message": pa.array(
+                        [RULES.get(item.rule) or WARNINGS[item.rule]] * len(index), pa.string()
+                    ),
                     "value": pc.cast(raw, pa.string()),
                     "position": pa.array(batch.positions[index]),
                 }

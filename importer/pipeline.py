@@ -68,6 +68,8 @@ def mapped_batches(
     thread reads ahead. At most ``workers + 1`` batches are held at a time. Rows the ledger
     has settled are skipped before mapping (whole Parquet row groups without decoding).
     ``columns``: what to read, when more than the schema's columns are needed.
+    The warnings of each batch are counted in ``mapper.warned`` as it is handed out (not
+    when mapped: a caller may stop early, and batches mapped ahead were never used).
     """
     settled = ledger.settled_range if ledger is not None else None
     wanted = columns if columns is not None else mapper.schema.columns()
@@ -75,7 +77,7 @@ def mapped_batches(
     batches = unsettled(read, ledger)
     if workers <= 1:
         for batch in batches:
-            yield mapper.map(batch)
+            yield _counted(mapper, mapper.map(batch))
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="map") as pool:
         pending: deque[Future[Mapped]] = deque()
@@ -83,9 +85,14 @@ def mapped_batches(
             for batch in batches:
                 pending.append(pool.submit(mapper.map, batch))
                 if len(pending) > workers:
-                    yield pending.popleft().result()
+                    yield _counted(mapper, pending.popleft().result())
             while pending:
-                yield pending.popleft().result()
+                yield _counted(mapper, pending.popleft().result())
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _counted(mapper: Mapper, mapped: Mapped) -> Mapped:
+    mapper.warned.add(mapped.warnings)
+    return mapped

@@ -160,15 +160,43 @@ class UserIdField(TextField):
 
 
 class GoalIdsField(_Source):
-    """Goal ids (``g``): digits, several separated by commas."""
+    """Goal ids (``g``): digits, several separated by commas; or an event key resolved
+    through the datafile (``--datafile``)."""
 
     required: bool = Field(default=False, description="Reject rows whose cell is empty.")
+    event_key: str | None = Field(
+        default=None, description="Constant event key; its id (from --datafile) is g."
+    )
+    event_key_column: str | None = Field(
+        default=None,
+        description="Column of event keys; each key's id (from --datafile) is g. A key the "
+        "datafile does not have is a reject (goal-unknown).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [self.column, self.value, self.event_key, self.event_key_column]
+        if sum(g is not None for g in given) != 1:
+            raise ValueError(
+                "give exactly one of 'column', 'value', 'event_key' or 'event_key_column'"
+            )
+        if self.extract is not None and self.column is None and self.event_key_column is None:
+            raise ValueError("'extract' needs 'column' or 'event_key_column'")
+        check_extract(self.extract)
+        if self.event_key is not None and not self.event_key.strip():
+            raise ValueError("'event_key' must not be empty")
+        return self
 
     @model_validator(mode="after")
     def _goal_digits(self) -> Self:
         if self.value is not None and not all(_DIGITS.fullmatch(g) for g in self.value.split(",")):
             raise ValueError(f"'value' must be digits separated by commas, got {self.value!r}")
         return self
+
+    @property
+    def source_column(self) -> str | None:
+        """The column read (ids or event keys), if any."""
+        return self.column or self.event_key_column
 
 
 Rounding = Literal["refuse", "half_even", "half_up", "down"]
@@ -271,8 +299,18 @@ class ExperimentPair(_Model):
 
     experiment: str | None = Field(default=None, description="Constant experiment id.")
     experiment_column: str | None = Field(default=None, description="Column of experiment ids.")
+    experiment_key_column: str | None = Field(
+        default=None,
+        description="Column of experiment keys, resolved to ids through --datafile (an "
+        "unknown key is a reject: experiment-unknown).",
+    )
     variation: str | None = Field(default=None, description="Constant variation id.")
     variation_column: str | None = Field(default=None, description="Column of variation ids.")
+    variation_key_column: str | None = Field(
+        default=None,
+        description="Column of variation keys of the row's experiment, resolved to ids "
+        "through --datafile (an unknown key is a reject: variation-unknown).",
+    )
     experiment_extract: str | None = Field(
         default=None, description="Like 'extract', for the experiment column."
     )
@@ -285,13 +323,19 @@ class ExperimentPair(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if (self.experiment is None) == (self.experiment_column is None):
-            raise ValueError("give exactly one of 'experiment' or 'experiment_column'")
-        if (self.variation is None) == (self.variation_column is None):
-            raise ValueError("give exactly one of 'variation' or 'variation_column'")
-        if self.experiment_extract is not None and self.experiment_column is None:
+        experiments = [self.experiment, self.experiment_column, self.experiment_key_column]
+        if sum(e is not None for e in experiments) != 1:
+            raise ValueError(
+                "give exactly one of 'experiment', 'experiment_column' or 'experiment_key_column'"
+            )
+        variations = [self.variation, self.variation_column, self.variation_key_column]
+        if sum(v is not None for v in variations) != 1:
+            raise ValueError(
+                "give exactly one of 'variation', 'variation_column' or 'variation_key_column'"
+            )
+        if self.experiment_extract is not None and self.experiment_source is None:
             raise ValueError("'experiment_extract' needs 'experiment_column'")
-        if self.variation_extract is not None and self.variation_column is None:
+        if self.variation_extract is not None and self.variation_source is None:
             raise ValueError("'variation_extract' needs 'variation_column'")
         check_extract(self.experiment_extract, key="experiment_extract")
         check_extract(self.variation_extract, key="variation_extract")
@@ -302,6 +346,16 @@ class ExperimentPair(_Model):
                 f"'variation' must be digits (or digits joined by _), got {self.variation!r}"
             )
         return self
+
+    @property
+    def experiment_source(self) -> str | None:
+        """The column of experiment ids or keys, if any."""
+        return self.experiment_column or self.experiment_key_column
+
+    @property
+    def variation_source(self) -> str | None:
+        """The column of variation ids or keys, if any."""
+        return self.variation_column or self.variation_key_column
 
 
 class BucketsField(_Model):
@@ -323,7 +377,12 @@ class BucketsField(_Model):
 class SegmentField(_Model):
     """A segment (``s{segment_id}={value}``)."""
 
-    id: str = Field(description="Segment id (digits).")
+    id: str | None = Field(default=None, description="Segment id (digits).")
+    attribute_key: str | None = Field(
+        default=None,
+        description="Instead of 'id': an attribute key of the datafile (--datafile), whose id "
+        "is the segment id.",
+    )
     column: str | None = Field(default=None, description="Column holding the segment value.")
     value: str | None = Field(default=None, description="Constant segment value.")
     extract: str | None = Field(default=None, description=_EXTRACT_HELP)
@@ -331,7 +390,9 @@ class SegmentField(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not _DIGITS.fullmatch(self.id):
+        if (self.id is None) == (self.attribute_key is None):
+            raise ValueError("give exactly one of 'id' or 'attribute_key'")
+        if self.id is not None and not _DIGITS.fullmatch(self.id):
             raise ValueError(f"'id' must be digits, got {self.id!r}")
         if (self.column is None) == (self.value is None):
             raise ValueError("give exactly one of 'column' or 'value'")
@@ -477,26 +538,66 @@ class Schema(_Model):
             self.account_id.column,
             self.user_id.column,
             self.event_name.column,
-            self.goal_ids.column if self.goal_ids else None,
+            self.goal_ids.source_column if self.goal_ids else None,
             self.value.column if self.value else None,
             self.value.currency_column if self.value else None,
             self.time.column,
             self.buckets.column if self.buckets else None,
         ]
         for pair in self.experiments:
-            found += [pair.experiment_column, pair.variation_column]
+            found += [pair.experiment_source, pair.variation_source]
         found += [segment.column for segment in self.segments]
         found += list(self.dedupe_key)
         found += [f.column for f in self.filter]
         return list(dict.fromkeys(c for c in found if c is not None))
 
+    def keys_used(self) -> list[str]:
+        """The dotted keys that name things by key, resolved through a datafile."""
+        found = [
+            f"experiments[{i}].{name}"
+            for i, pair in enumerate(self.experiments)
+            for name in ("experiment_key_column", "variation_key_column")
+            if getattr(pair, name) is not None
+        ]
+        if self.goal_ids is not None:
+            found += [
+                f"goal_ids.{name}"
+                for name in ("event_key", "event_key_column")
+                if getattr(self.goal_ids, name) is not None
+            ]
+        found += [
+            f"segments[{i}].attribute_key"
+            for i, segment in enumerate(self.segments)
+            if segment.attribute_key is not None
+        ]
+        return found
+
     def fingerprint(self) -> str:
         """A hash of everything that changes what is sent (not the endpoint, not comments)."""
         data = self.model_dump(mode="json", exclude={"description", "endpoint", "csv"})
+        _drop_unset(data)  # keys added later leave the fingerprints of older schemas alone
         if self.user_id.salt_env:
             data["salt"] = hashlib.sha256(read_salt(self.user_id.salt_env).encode()).hexdigest()
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_LATER_KEYS = {
+    "experiments": ("experiment_key_column", "variation_key_column"),
+    "goal_ids": ("event_key", "event_key_column"),
+    "segments": ("attribute_key",),
+}
+
+
+def _drop_unset(data: dict[str, Any]) -> None:
+    """Remove the keys of _LATER_KEYS that are not set (None), in place."""
+    for name, keys in _LATER_KEYS.items():
+        tables = data.get(name)
+        for table in tables if isinstance(tables, list) else [tables]:
+            if isinstance(table, dict):
+                for key in keys:
+                    if table.get(key, "") is None:
+                        del table[key]
 
 
 def check_endpoint(endpoint: str) -> None:
