@@ -24,14 +24,18 @@ from importer.tables import empty_rejects
 from importer.times import iso_utc
 
 if TYPE_CHECKING:  # pandas loads only when a DataFrame is asked for: the CLI starts faster
+    from pathlib import Path
+
     import pandas as pd
 
-    from importer.ledger import LedgerRun, Resume
+    from importer.html_report import HtmlReport
+    from importer.ledger import LedgerRun, Receipt, Resume
     from importer.work import Failure
 
 EXAMPLES_PER_RULE = 3
 SAMPLE_URLS = 2
 MAX_REJECTS_KEPT = 100_000
+RECEIPT_LINES_SHOWN = 40  # lines of the folded receipt in a send report
 JSON_VERSION = 1  # of every --json output (docs/json.md): a new key is not a new version
 
 
@@ -85,6 +89,9 @@ class Report:
     resume: Resume | None = None
     ledger: LedgerRun | None = None
     collector: dict[str, Any] | None = None  # what the sandbox collector received
+    # What the run delivered per experiment, variation, day, event and currency (send): the
+    # whole run's, earlier processes of it included (this process's with no ledger file).
+    receipt: Receipt | None = None
     requests_written: int = 0  # preview: the URLs written
     # A DataFrame source's index: rejects and failures then carry each row's label.
     source_index: Any = field(default=None, repr=False)
@@ -265,11 +272,25 @@ class Report:
             data["ledger"] = asdict(self.ledger)
         if self.collector is not None:
             data["collector"] = self.collector
+        if self.receipt is not None:
+            data["receipt"] = self.receipt.records()
         return data
 
     def render(self) -> str:
         """The report as text for a terminal."""
         return render_text(self)
+
+    def to_html(self) -> HtmlReport:
+        """The report as one self-contained HTML page with charts (the ``report`` extra:
+        Bokeh); a notebook shows it, ``str()`` of it is the page. See
+        :mod:`importer.html_report`."""
+        from importer import html_report
+
+        return html_report.render(self)
+
+    def save_html(self, path: str | Path) -> Path:
+        """Write :meth:`to_html`'s page to ``path``; returns the path."""
+        return self.to_html().save(path)
 
     def _repr_html_(self) -> str:
         rows = [("rows read", f"{self.rows_read:,}")]
@@ -353,6 +374,8 @@ def render_text(report: Report) -> str:
     out += _filters(report)
     out += _rules(report)
     out += _events(report.stats, "sent" if sending else "valid")
+    if report.receipt is not None:
+        out += receipt_lines(report.receipt, folded=True)
     collector = report.collector
     if collector:
         out.append(
@@ -460,6 +483,75 @@ def _events(stats: EventStats, label: str) -> list[str]:
     ):
         out.append(f"  {name:<{width}}  {currency or '?':<3}  {n:>10,} events   v = {value:,}")
     return out
+
+
+def receipt_lines(receipt: Receipt, *, folded: bool) -> list[str]:
+    """A receipt as a table: per UTC day, or with the days folded (per experiment and
+    variation, event and currency), as a send report shows it."""
+    which = "this process's (no ledger file)" if receipt.run is None else f"run {receipt.run}"
+    if folded:
+        where = f"; per day: event-backfill receipt --run {receipt.run}"
+        out = [
+            f"receipt of {which}, all days (what the results page should show"
+            f"{'' if receipt.run is None else where}):"
+        ]
+        headers = ["experiment", "variation", "event", "currency", "events", "v"]
+        rows: list[tuple[Any, ...]] = receipt.folded()
+    else:
+        from importer.ledger.receipt import iso_day
+
+        out = [f"receipt of {which} ({receipt.sent:,} rows sent):"]
+        headers = ["experiment", "variation", "day", "event", "currency", "events", "v"]
+        rows = [(*line[:2], iso_day(line[2]), *line[3:]) for line in receipt.lines]
+    if rows:
+        out += _receipt_table(headers, rows, folded=folded, run=receipt.run)
+    else:
+        out.append("  nothing delivered yet")
+    if receipt.unreceipted:
+        out.append(
+            f"  {receipt.unreceipted:,} rows sent before this ledger kept receipts are not in it"
+        )
+    if receipt.unknown_skipped:
+        out.append(
+            f"  {receipt.unknown_skipped:,} rows skipped as unknown (--unknown skip; they may "
+            "have arrived) are not in it"
+        )
+    return out
+
+
+def _receipt_table(
+    headers: list[str], rows: list[tuple[Any, ...]], *, folded: bool, run: int | None
+) -> list[str]:
+    if not any(row[-3] for row in rows):  # no currency column: leave the column out
+        headers = [h for h in headers if h != "currency"]
+        rows = [(*row[:-3], *row[-2:]) for row in rows]
+    shown = rows[:RECEIPT_LINES_SHOWN] if folded else rows
+    out = _table(headers, shown)
+    if len(shown) < len(rows):
+        which = "" if run is None else f" --run {run}"
+        out.append(f"  ... {len(rows) - len(shown):,} more lines: event-backfill receipt{which}")
+    money = "; v in minor units of each currency" if "currency" in headers else ""
+    out.append(f"  (an event counts once in each experiment it is in; an empty v adds 0{money})")
+    return out
+
+
+def _table(headers: list[str], rows: list[tuple[Any, ...]]) -> list[str]:
+    """Columns aligned: numbers right, text left, thousands separated."""
+    cells = [
+        [f"{v:,}" if isinstance(v, int) else ("" if v is None else str(v)) for v in row]
+        for row in rows
+    ]
+    numeric = [isinstance(v, int) for v in rows[0]]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        padded = (
+            v.rjust(w) if right else v.ljust(w)
+            for v, w, right in zip(values, widths, numeric, strict=True)
+        )
+        return ("  " + "  ".join(padded)).rstrip()
+
+    return [line(headers), *(line(row) for row in cells)]
 
 
 def histogram(days: Counter[date]) -> list[str]:

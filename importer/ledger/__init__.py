@@ -1,13 +1,23 @@
 """The ledger: what a run settled, leased, failed and sent, in a SQLite file.
 
-It knows rows by their position in the source only (never URLs or event values), so it
-sits low in the house: ``store`` (the file, transactions, lock, errors), ``intervals``
-(sets of positions as ranges), ``runs`` (the transitions of a run) and ``queries`` (what
-``status``, ``failures`` and ``retry`` read).
+It knows rows by their position in the source only (never URLs or event values; for the
+receipt, each unsettled row's group), so it sits low in the house: ``store`` (the file,
+transactions, lock, errors), ``intervals`` (sets of positions as ranges), ``runs`` (the
+transitions of a run), ``receipt`` (what a run delivered, per experiment, variation, day,
+event and currency) and ``queries`` (what ``status``, ``failures``, ``retry`` and
+``receipt`` read).
 """
 
 from importer.ledger.intervals import IntervalSet
-from importer.ledger.queries import FailedRow, failed_rows, failure_origins, failures, status
+from importer.ledger.queries import (
+    FailedRow,
+    failed_rows,
+    failure_origins,
+    failures,
+    receipts,
+    status,
+)
+from importer.ledger.receipt import RECEIPT_COLUMNS, Receipt
 from importer.ledger.runs import (
     DEFAULT_FLUSH_ROWS,
     DEFAULT_FLUSH_SECONDS,
@@ -26,6 +36,7 @@ from importer.ledger.store import FileLock, connect, in_use, ledger_error, readi
 __all__ = [
     "DEFAULT_FLUSH_ROWS",
     "DEFAULT_FLUSH_SECONDS",
+    "RECEIPT_COLUMNS",
     "SANDBOX",
     "FailedRow",
     "FileLock",
@@ -33,6 +44,7 @@ __all__ = [
     "Leased",
     "LedgerRun",
     "MemoryLedger",
+    "Receipt",
     "Resume",
     "RetryLedger",
     "RunKey",
@@ -45,5 +57,6 @@ __all__ = [
     "in_use",
     "ledger_error",
     "reading",
+    "receipts",
     "status",
 ]

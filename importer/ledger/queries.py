@@ -1,5 +1,6 @@
 """What the ledger remembers, read without taking its lock (safe while a run is going):
-one row per run for ``status``, the failed rows for ``failures`` and ``retry``."""
+one row per run for ``status``, the failed rows for ``failures`` and ``retry``, the runs'
+receipts for ``receipt``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from importer.errors import UsageError
+from importer.ledger import receipt
+from importer.ledger.receipt import Receipt
 from importer.ledger.store import in_use, load_ranges, reading
 
 if TYPE_CHECKING:
@@ -128,6 +132,20 @@ def failed_rows(path: str | Path, *, run: int | None = None) -> dict[int, list[F
         ):
             by_run.setdefault(run_id, []).append(FailedRow(*fields))
     return by_run
+
+
+def receipts(path: str | Path, *, run: int | None = None) -> list[Receipt]:
+    """The receipt of one run, or of every run (in run order)."""
+    with reading(path) as db:
+        runs = [row[0] for row in db.execute("SELECT id FROM runs ORDER BY id")]
+        if run is not None:
+            if run not in runs:
+                raise UsageError(
+                    f"{path} holds no run {run}; `event-backfill status --ledger {path}` "
+                    "lists its runs"
+                )
+            runs = [run]
+        return [receipt.read(db, run_id) for run_id in runs]
 
 
 def _iso(epoch: float | None) -> str | None:

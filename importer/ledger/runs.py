@@ -8,7 +8,8 @@ transaction (WAL):
 * **lease** (per chunk of ~1,000 rows, as it is queued): duplicate rows become settled, the
   rest are leased — written before any of them is dispatched;
 * **flush** (every ~200 ms or few hundred rows): acknowledged and failed rows become settled,
-  their leases go; failures are recorded;
+  their leases go; failures are recorded; acknowledged rows are added to the run's receipt
+  (:mod:`importer.ledger.receipt`) in the same transaction;
 * **release** (at a graceful stop): leases of rows that certainly never arrived go, so
   only rows that may have arrived stay leased.
 
@@ -31,9 +32,11 @@ from typing import Literal
 import numpy as np
 
 from importer.errors import RunMismatchError
+from importer.ledger import receipt as receipts
 from importer.ledger.intervals import IntervalSet
+from importer.ledger.receipt import Deltas, Receipt, RunReceipt, Tally
 from importer.ledger.store import FileLock, Transaction, connect, load_ranges, translated
-from importer.work import Failure
+from importer.work import Failure, ReceiptRows
 
 DEFAULT_FLUSH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 0.2
@@ -107,6 +110,12 @@ class MemoryLedger:
     def __init__(self) -> None:
         self._keys: set[str] = set()
         self.unknown_now = 0
+        self._tally = Tally()
+        self._deltas = Deltas()
+        self._sent = 0
+        self._lock = threading.Lock()
+        self._done: list[int] = []
+        self._failed: list[int] = []
 
     def settled_range(self, start: int, stop: int) -> bool:
         """Nothing is settled before a run with no ledger."""
@@ -131,25 +140,46 @@ class MemoryLedger:
         leased = [p for p, kept in zip(positions, keep.tolist(), strict=True) if kept]
         return Leased(leased, keep, len(positions) - len(leased))
 
+    def expect(self, rows: ReceiptRows | None) -> None:
+        """Rows about to be sent: their receipt groups, for when they are acknowledged."""
+        self._tally.expect(rows)
+
     def done_many(self, positions: list[int]) -> None:
-        """Nothing to record."""
+        """Rows were acknowledged (added to the receipt at the next flush)."""
+        with self._lock:
+            self._done += positions
 
     def failed(self, failure: Failure) -> None:
-        """Nothing to record."""
+        """A row failed: it will not be in the receipt."""
+        with self._lock:
+            self._failed.append(failure.position)
 
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
         """Count the rows that may have arrived."""
         self.unknown_now += len(ambiguous)
 
     def due(self) -> bool:
-        """Nothing is ever waiting."""
+        """Nothing is ever waiting long: the receipt is summed every flush."""
         return False
 
     def flush(self) -> None:
-        """Nothing to write."""
+        """Add the rows acknowledged since the last flush to the receipt (in memory)."""
+        with self._lock:
+            done, self._done = self._done, []
+            failed, self._failed = self._failed, []
+        delta, _counted = self._tally.take(done)
+        self._tally.forget(failed)
+        self._sent += len(done)
+        self._deltas.add(delta)
+
+    @property
+    def receipt(self) -> Receipt:
+        """What this process delivered (nothing is kept after it)."""
+        return Receipt.of(None, self._tally.lines(self._deltas.total()), sent=self._sent)
 
     def close(self, *, finished: bool = False) -> None:
-        """Nothing to close."""
+        """Sum what is left: nothing to close."""
+        self.flush()
 
 
 class _Waiting:
@@ -215,6 +245,7 @@ class SqliteLedger(_Waiting):
         self._ambiguous: list[int] = []
         self._leased_keys: dict[int, str] = {}  # dedupe keys of rows leased by this process
         self._rows_seen = 0
+        self.receipt: Receipt | None = None  # the run's, read when the ledger closes
         self._file_lock = FileLock(self.path)
         try:
             self.db = connect(self.path)
@@ -240,6 +271,8 @@ class SqliteLedger(_Waiting):
             self.settled, self.leased = load_ranges(self.db, self.run_id)
             self.unknown = IntervalSet()  # leased by a process that died: may have arrived
             self.resume = self._apply_unknown(resumed, unknown)
+        with self._transaction():  # folds what a process of this run that died logged
+            self._receipt = RunReceipt(self.db, self.run_id)
         return self.run_id, resumed
 
     # -- opening ----------------------------------------------------------------------------
@@ -396,6 +429,11 @@ class SqliteLedger(_Waiting):
             self._add_lease(leased)
         return Leased(leased, keep, len(duplicates))
 
+    def expect(self, rows: ReceiptRows | None) -> None:
+        """Rows just leased, about to be sent: their receipt groups, kept in memory until
+        they settle (a flush adds the acknowledged ones to the run's receipt)."""
+        self._receipt.tally.expect(rows)
+
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
         """At a stop: release the leases of rows that certainly never arrived."""
         maybe = set(ambiguous)
@@ -411,6 +449,9 @@ class SqliteLedger(_Waiting):
         if not (done or failed or released):
             return
         settled_now = done + [f.position for f in failed]
+        delta, counted = self._receipt.tally.take(done)
+        if failed or released:
+            self._receipt.tally.forget([f.position for f in failed] + released)
         # Few statements: each is a hand-off of the GIL that interrupts the event loop.
         with self._transaction():
             self.settled.add(settled_now)
@@ -446,7 +487,9 @@ class SqliteLedger(_Waiting):
             if self._leased_keys:  # only with a dedupe key: settled rows keep their claim
                 for position in settled_now:
                     self._leased_keys.pop(position, None)
-            self._write_ranges(sent=len(done), failed=len(failed))
+            self._receipt.write(delta)  # the receipt, with the rows it counts
+            self._write_ranges(sent=len(done), failed=len(failed), unreceipted=len(done) - counted)
+        self._receipt.committed()
 
     def close(self, *, finished: bool = False) -> None:
         """Commit what is left, mark the run finished if it is, let go of the file."""
@@ -454,10 +497,14 @@ class SqliteLedger(_Waiting):
             self.flush()
             with self._transaction():
                 self._write_ranges()  # also the rows seen since the last commit
+                self._receipt.write(receipts.NO_DELTA, fold=True)
                 if finished:
                     self.db.execute(
                         "UPDATE runs SET finished = ? WHERE id = ?", (time.time(), self.run_id)
                     )
+            self._receipt.committed()
+            with translated(self.path):
+                self.receipt = receipts.read(self.db, self.run_id)
             self.db.close()
         finally:
             self._file_lock.release()
@@ -479,7 +526,7 @@ class SqliteLedger(_Waiting):
     def _transaction(self) -> Transaction:
         return Transaction(self.db, self.path)
 
-    def _write_ranges(self, *, sent: int = 0, failed: int = 0) -> None:
+    def _write_ranges(self, *, sent: int = 0, failed: int = 0, unreceipted: int = 0) -> None:
         """Rewrite this run's ranges (a handful of rows) and its watermark and counts."""
         watermark = self.settled.watermark()
         rows = [(self.run_id, "settled", a, b) for a, b in self.settled.ranges if a >= watermark]
@@ -489,8 +536,8 @@ class SqliteLedger(_Waiting):
         self.db.executemany("INSERT INTO ranges VALUES (?, ?, ?, ?)", rows)
         self.db.execute(
             "UPDATE runs SET watermark = ?, sent = sent + ?, failed = failed + ?, updated = ?, "
-            "rows_seen = max(rows_seen, ?) WHERE id = ?",
-            (watermark, sent, failed, time.time(), self._rows_seen, self.run_id),
+            "rows_seen = max(rows_seen, ?), unreceipted = unreceipted + ? WHERE id = ?",
+            (watermark, sent, failed, time.time(), self._rows_seen, unreceipted, self.run_id),
         )
 
     def _add_lease(self, positions: list[int]) -> None:
@@ -551,7 +598,8 @@ class SqliteLedger(_Waiting):
 
 class RetryLedger(_Waiting):
     """The ledger of a ``retry`` of one run's failed rows: a row acknowledged now leaves the
-    failures and counts as sent; one that fails again has its failure updated.
+    failures, counts as sent and is added to the run's receipt (from its recorded request);
+    one that fails again has its failure updated.
 
     It takes the same calls from the sender as :class:`SqliteLedger` (rows are known by
     position); the caller holds the file's lock.
@@ -563,6 +611,8 @@ class RetryLedger(_Waiting):
         self.run = run
         self.db = connect(path)
         self.unknown_now = 0  # rows whose request may have arrived: they stay failed
+        with Transaction(self.db, path):
+            self._receipt = RunReceipt(self.db, run)
 
     def unsent(self, positions: list[int], ambiguous: list[int]) -> None:
         """At a stop: the rows stay in the failures table for the next retry."""
@@ -576,6 +626,13 @@ class RetryLedger(_Waiting):
         if not (done or failed):
             return
         with Transaction(self.db, self.path):
+            if done:
+                recorded = self.db.execute(
+                    "SELECT url, currency FROM failures WHERE run_id = ? AND position IN "
+                    "(SELECT value FROM json_each(?))",
+                    (self.run, json.dumps(done)),
+                ).fetchall()
+                self._receipt.write(receipts.of_urls(self._receipt.tally, recorded), fold=True)
             self.db.executemany(
                 "DELETE FROM failures WHERE run_id = ? AND position = ?",
                 [(self.run, p) for p in done],
@@ -592,6 +649,7 @@ class RetryLedger(_Waiting):
                 "UPDATE runs SET sent = sent + ?, failed = failed - ?, updated = ? WHERE id = ?",
                 (len(done), len(done), time.time(), self.run),
             )
+        self._receipt.committed()
 
     def close(self) -> None:
         """Commit what is left and close the file."""

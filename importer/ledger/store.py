@@ -41,11 +41,25 @@ CREATE TABLE IF NOT EXISTS rejected_ranges (
 CREATE TABLE IF NOT EXISTS dedupe_keys (
     destination TEXT NOT NULL, key TEXT NOT NULL, run_id INTEGER NOT NULL,
     position INTEGER NOT NULL, PRIMARY KEY (destination, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_groups (
+    run_id INTEGER NOT NULL, grp INTEGER NOT NULL, experiment TEXT NOT NULL,
+    variation TEXT NOT NULL, event TEXT NOT NULL, currency TEXT NOT NULL,
+    PRIMARY KEY (run_id, grp, experiment)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_days (
+    run_id INTEGER NOT NULL, grp INTEGER NOT NULL, day INTEGER NOT NULL,
+    events INTEGER NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (run_id, grp, day)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_log (
+    run_id INTEGER NOT NULL, seq INTEGER NOT NULL, lines BLOB NOT NULL,
+    PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
 """
-# Columns added after the first release: a ledger written by an older version gains them.
+# Columns added after the first release: a ledger written by an older version gains them,
+# with the statement that fills them for the rows it already holds (if any). The rows an
+# older version sent are in no receipt: ``unreceipted`` counts them, so a receipt says so.
 _ADDED_COLUMNS = (
-    ("runs", "filtered", "INTEGER NOT NULL DEFAULT 0"),
-    ("failures", "currency", "TEXT"),
+    ("runs", "filtered", "INTEGER NOT NULL DEFAULT 0", None),
+    ("failures", "currency", "TEXT", None),
+    ("runs", "unreceipted", "INTEGER NOT NULL DEFAULT 0", "UPDATE runs SET unreceipted = sent"),
 )
 
 
@@ -57,11 +71,29 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA_SQL)
-        for table, column, kind in _ADDED_COLUMNS:
-            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        for table, column, kind, fill in _ADDED_COLUMNS:
+            if column not in _columns(db, table):
+                _add_column(db, table, f"{column} {kind}", fill)
     return db
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str, fill: str | None) -> None:
+    """Add a column and fill it, in one transaction (or neither happens)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if column.split()[0] not in _columns(db, table):  # another process may have added it
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            if fill is not None:
+                db.execute(fill)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
 
 
 @contextlib.contextmanager
