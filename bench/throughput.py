@@ -19,19 +19,25 @@ over ``--rounds`` rounds (each round runs every measurement once, in this order)
                    ``event-backfill send --workers 2`` end to end, with the ledger
   (d') send-curl-workers2
                    the same with ``--transport curl``
+  (e) send-dask2   ``event-backfill send --dask ADDRESS`` against a local cluster of 2 worker
+                   processes (1 thread each), started once by the bench (not timed)
   (c) naive        a sequential ``requests`` loop over 10,000 rows (the quick script)
   (w) wrk          ``wrk -t1 -c{concurrency} -d5s`` on one URL: the server's ceiling (installed
                    from apt when missing and apt-get exists, else skipped)
 
 ``--only`` picks groups of these (aiohttp: a and b; curl: a' and b'; workers: a2, d and d';
-naive; wrk), all by default. Every measurement and ratio is printed per round, then the medians.
+dask: e; naive; wrk), all by default. Every measurement and ratio is printed per round,
+then the medians.
 
 Targets: (b)/(a) >= 0.9, (b)/(c) >= 4, ledger on vs off costs <= 5% (aiohttp);
 (b')/(a') >= 0.6, (b')/(b) >= 3, ledger cost at the curl rate <= 5%; (d)/(a) >= 1.6,
-(d)/(a2) >= 0.9 (workers). Reported without a target: (a')/(a), (a2)/(a), (d')/(b'), and
-(a') and (b') against wrk. ``--rss-rows`` also measures the peak RSS of (b) on a large file
-(target <= 300 MB at 10M rows) and ``--resume-rows`` the time until a resumed run sends its
-first request when 90% of the file is done (target <= 5 s).
+(d)/(a2) >= 0.9 (workers); (e)/(d) >= 0.8 (dask). Reported without a target: (a')/(a),
+(a2)/(a), (d')/(b'), (e)/(a), and (a') and (b') against wrk.
+
+``--rss-rows`` also measures the peak RSS of (b) on a large file (target <= 300 MB at 10M
+rows), and of (d): the parent's and each worker's peaks summed (target <= 300 MB + 80 MB per
+worker). ``--resume-rows`` times how long a resumed run takes to send its first request when
+90% of the file is done (target <= 5 s).
 """
 
 from __future__ import annotations
@@ -70,6 +76,36 @@ http {{
 }}
 """
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_dask(folder: Path, workers: int = 2) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """A local Dask cluster as a user starts one: ``dask scheduler`` and ``dask worker``
+    (``workers`` processes of 1 thread), each a process of its own; its address once every
+    worker has joined."""
+    from distributed import Client
+
+    dask = str(Path(sys.executable).parent / "dask")
+    log = (folder / "dask.log").open("ab")
+    port = 18000 + os.getpid() % 1000
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    worker = [dask, "worker", address, "--nworkers", str(workers), "--nthreads", "1"]
+    processes = [
+        subprocess.Popen([*scheduler, "--no-dashboard"], stdout=log, stderr=log),
+        subprocess.Popen([*worker, "--no-dashboard"], stdout=log, stderr=log),
+    ]
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(workers, timeout=60)
+    return address, processes
+
+
+def stop_dask(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in reversed(processes):
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def start_nginx(prefix: Path) -> None:
@@ -257,6 +293,47 @@ def send_cli(
     return rows / elapsed, usage.ru_maxrss
 
 
+def send_tree_rss(
+    path: Path, schema: Path, concurrency: int, ledger: Path, *options: str
+) -> tuple[float, int, int]:
+    """events/s of ``event-backfill send OPTIONS``, the peak RSS (KiB) of the parent, and
+    that of the parent and its children (``--workers``) summed: each process's high-water
+    mark (VmHWM), read from /proc every 0.2 s while it lives."""
+    args = send_command(path, schema, endpoint(), "--concurrency", str(concurrency), *options)
+    args += ["--ledger", str(ledger)]
+    peaks: dict[int, int] = {}
+    started = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None:
+        for pid in [process.pid, *_children(process.pid)]:
+            peaks[pid] = max(peaks.get(pid, 0), _high_water(pid))
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    out, err = process.communicate()
+    if "pending 0" not in out:
+        raise RuntimeError(f"send did not finish: {out}\n{err}")
+    rows = int(out.split("sent", 1)[1].split()[0].replace(",", ""))
+    return rows / elapsed, peaks.get(process.pid, 0), sum(peaks.values())
+
+
+def _children(parent: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{parent}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _high_water(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def naive(urls: list[str]) -> float:
     """(c) events/s of a sequential requests loop over 10,000 URLs."""
     import requests
@@ -364,6 +441,7 @@ GROUPS = {
     "aiohttp": ("bare", "send", "send-no-ledger"),
     "curl": ("bare-curl", "send-curl", "send-curl-no-ledger"),
     "workers": ("bare-2proc", "send-workers2", "send-curl-workers2"),
+    "dask": ("send-dask2",),
     "naive": ("naive",),
     "wrk": ("wrk",),
 }
@@ -377,6 +455,7 @@ ORDER = (
     "bare-2proc",
     "send-workers2",
     "send-curl-workers2",
+    "send-dask2",
     "naive",
     "wrk",
 )
@@ -416,6 +495,8 @@ RATIOS = (
     Ratio("1-on/off", "send-curl", "send-curl-no-ledger", "<= 5%", cost=True),
     Ratio("(d)/(a)", "send-workers2", "bare", ">= 1.6"),
     Ratio("(d)/(a2)", "send-workers2", "bare-2proc", ">= 0.9"),
+    Ratio("(e)/(d)", "send-dask2", "send-workers2", ">= 0.8"),
+    Ratio("(e)/(a)", "send-dask2", "bare"),
     Ratio("(a')/(a)", "bare-curl", "bare"),
     Ratio("(a2)/(a)", "bare-2proc", "bare"),
     Ratio("(d')/(b')", "send-curl-workers2", "send-curl"),
@@ -425,7 +506,12 @@ RATIOS = (
 
 
 def measurements(
-    args: argparse.Namespace, path: Path, schema: Path, folder: Path, urls: list[str]
+    args: argparse.Namespace,
+    path: Path,
+    schema: Path,
+    folder: Path,
+    urls: list[str],
+    dask: str | None = None,
 ) -> dict[str, Callable[[int], float]]:
     """What ``--only`` asks for, in ORDER: name -> events/s in round n."""
     c = args.concurrency
@@ -445,6 +531,10 @@ def measurements(
         )[0],
         "naive": lambda n: naive(urls),
     }
+    if dask is not None:
+        every["send-dask2"] = lambda n: send_cli(
+            path, schema, c, folder / f"dask-{n}.sqlite", "--dask", dask
+        )[0]
     if "wrk" in args.only and (program := find_wrk()):
         every["wrk"] = lambda n: wrk(program, urls[0], c)
     wanted = {name for group in args.only for name in GROUPS[group]}
@@ -515,11 +605,13 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-", dir=OUT if OUT.exists() else None))
     prefix = folder / "nginx"
     start_nginx(prefix)
+    cluster: list[subprocess.Popen[bytes]] = []
     try:
         path = make_parquet(args.rows)
         schema = schema_file(folder)
         urls = build_urls(path)
-        measures = measurements(args, path, schema, folder, urls)
+        dask, cluster = start_dask(folder) if "dask" in args.only else (None, [])
+        measures = measurements(args, path, schema, folder, urls, dask)
         results: dict[str, list[float]] = {name: [] for name in measures}
         for round_ in range(args.rounds):
             for name, measure in measures.items():
@@ -533,6 +625,14 @@ def main() -> None:
                 f"  peak RSS of send on {args.rss_rows:,} rows: {rss / 1024:,.0f} MB "
                 f"at {rate:,.0f} events/s (target <= 300 MB)"
             )
+            rate, parent, tree = send_tree_rss(
+                big, schema, args.concurrency, folder / "rss-w2.sqlite", "--workers", "2"
+            )
+            print(
+                f"  peak RSS of send --workers 2 on {args.rss_rows:,} rows: parent "
+                f"{parent / 1024:,.0f} MB, with its 2 workers {tree / 1024:,.0f} MB at "
+                f"{rate:,.0f} events/s (target <= 300 MB + 2 x 80 MB = 460 MB)"
+            )
         if args.resume_rows:
             seconds = resume_start(args.resume_rows, schema, folder)
             print(
@@ -540,6 +640,7 @@ def main() -> None:
                 f"{seconds:.2f} s (target <= 5 s)"
             )
     finally:
+        stop_dask(cluster)
         stop_nginx(prefix)
     print(f"self peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 

@@ -51,6 +51,8 @@ class SendOptions:
             connections (curl only).
         workers: sender processes (each with ``concurrency`` connections); 1 sends from the
             process that reads, as always.
+        dask: a Dask scheduler's address (tcp://host:8786): send from one actor on each of
+            its workers (the ``dask`` extra), instead of from this machine.
     """
 
     concurrency: int = DEFAULT_CONCURRENCY
@@ -66,10 +68,21 @@ class SendOptions:
     transport: str = DEFAULT_TRANSPORT
     http2: bool = False
     workers: int = 1
+    dask: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.dask is not None and self.workers > 1:
+            raise ValueError(
+                "dask and workers do not go together: with --dask, each Dask worker runs one "
+                "sender; leave --workers out"
+            )
+        if self.dask is not None and importlib.util.find_spec("distributed") is None:
+            raise ValueError(
+                "--dask needs distributed, which is not installed: "
+                "pip install 'event-backfill[dask]'"
+            )
         if self.transport not in TRANSPORTS:
             raise ValueError(
                 f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}"

@@ -33,6 +33,7 @@ from typing import Any, Self
 
 from yarl import URL
 
+from importer import loop as loops
 from importer.errors import DeliveryError, PermanentError, TransientError
 from importer.options import SendOptions
 from importer.transport import NOT_SENT, Outcomes, window
@@ -45,7 +46,7 @@ _HEADER = struct.Struct("!I")
 COALESCE = 0.002
 # An outcome on the wire: None (2xx), "not-sent", or (permanent, reason, status, retry
 # after, maybe delivered).
-_Wire = None | str | tuple[bool, str, int | None, float | None, bool]
+Wire = None | str | tuple[bool, str, int | None, float | None, bool]
 
 
 def _write(fd: int, message: Any) -> None:
@@ -72,7 +73,8 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _to_wire(err: DeliveryError | None) -> _Wire:
+def to_wire(err: DeliveryError | None) -> Wire:
+    """An outcome as plain data, for a pipe or a cluster's wire."""
     if err is None:
         return None
     if err is NOT_SENT:
@@ -81,7 +83,8 @@ def _to_wire(err: DeliveryError | None) -> _Wire:
     return (permanent, err.reason, err.status, err.retry_after, err.maybe_delivered)
 
 
-def _from_wire(wire: _Wire) -> DeliveryError | None:
+def from_wire(wire: Wire) -> DeliveryError | None:
+    """The outcome :func:`to_wire` made."""
     if wire is None:
         return None
     if wire == "not-sent":
@@ -136,7 +139,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._number = 0
         self._timer: asyncio.TimerHandle | None = None  # the next coalesced flush
-        self.lost = 0  # workers that died during the run
+        self.lost: list[str] = []  # the senders lost during the run, for the report
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -252,7 +255,7 @@ class WorkerPool:
             for number, wire in message[1]:
                 token = held.pop(number, None)
                 if token is not None:
-                    outcomes.append((token, _from_wire(wire)))
+                    outcomes.append((token, from_wire(wire)))
             if outcomes and self._done is not None:
                 self._done(outcomes)
         elif message[0] == "cancelled" and worker.waiting and not worker.waiting.done():
@@ -268,9 +271,9 @@ class WorkerPool:
         if worker.waiting is not None and not worker.waiting.done():
             worker.waiting.set_result(None)
         held, worker.held = worker.held, {}
-        if held and self._done is not None:
-            self.lost += 1
+        if held and self._done is not None:  # (after a close it holds nothing)
             code = worker.process.poll()
+            self.lost.append(f"sender process {worker.number + 1} (exit {code})")
             error = TransientError(
                 f"sender process {worker.number + 1} died (exit {code}) with the request out"
             )
@@ -306,7 +309,7 @@ def transport_of(options: SendOptions) -> Any:
 async def _serve(inbox: int, outbox: int, options: SendOptions) -> None:
     loop = asyncio.get_running_loop()
     transport = transport_of(options)
-    out: list[tuple[int, _Wire]] = []
+    out: list[tuple[int, Wire]] = []
     finished = loop.create_future()
 
     timer: list[asyncio.TimerHandle] = []
@@ -321,7 +324,7 @@ async def _serve(inbox: int, outbox: int, options: SendOptions) -> None:
             _write(outbox, ("done", batch))
 
     def done(outcomes: Outcomes) -> None:
-        out.extend((number, _to_wire(err)) for number, err in outcomes)
+        out.extend((number, to_wire(err)) for number, err in outcomes)
         if len(out) >= options.concurrency:
             flush()
         elif not timer:
@@ -365,7 +368,7 @@ def main() -> None:
     kind, options, parent = _read(inbox)
     assert kind == "start"
     _die_with_parent(parent)
-    asyncio.run(_serve(inbox, outbox, SendOptions(**options)))
+    loops.run(_serve(inbox, outbox, SendOptions(**options)))
 
 
 if __name__ == "__main__":
