@@ -10,7 +10,7 @@ SCHEMAS := schemas
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[curl]' --group test --group lint
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[curl,dask,fast,report]' --group test --group lint
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "retry_async": "importer.api",
     "status": "importer.api",
     "failures": "importer.api",
+    "receipt": "importer.api",
     "iter_events": "importer.api",
     "guess_schema": "importer.api",
     "ImporterError": "importer.errors",

@@ -15,19 +15,25 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from importer import html_report
 from importer import ledger as ledgers
+from importer import loop as loops
+from importer.canary import choose as canary_rows
 from importer.collector import Collector
 from importer.collector import Faults as Faults  # the CLI's one door is this module
 from importer.collector import serve as serve
+from importer.datafile import Datafile, DatafileLike
+from importer.datafile import load_datafile as load_datafile  # the CLI loads it once
 from importer.errors import UsageError
-from importer.ledger import SANDBOX, MemoryLedger, RunKey, SqliteLedger, Unknown
+from importer.ledger import SANDBOX, MemoryLedger, Receipt, RunKey, SqliteLedger, Unknown
 from importer.mapping import Mapped, Mapper, as_text
 from importer.options import DEFAULT_LEDGER, LedgerPath, SendOptions, ledger_path
 from importer.outputs import RejectedRowsWriter, RejectsWriter, write_table
-from importer.pipeline import mapped_batches
+from importer.pipeline import Settled, mapped_batches
 from importer.preflight import Template, check_host, is_loopback, parse_template, preflight
 from importer.progress import ProgressLike, choose
 from importer.report import Report, gate_banner, resume_lines
@@ -74,11 +80,22 @@ def prepare_mapped(
     since: TimeBound,
     until: TimeBound,
     now: float | None,
+    datafile: DatafileLike | None = None,
 ) -> tuple[Source, Schema, Mapper]:
-    """:func:`prepare`, and the mapper of that schema: what check, preview and send share."""
+    """:func:`prepare`, and the mapper of that schema: what check, preview and send share.
+
+    ``datafile``: the project's datafile (a path, URL, dict or loaded
+    :class:`~importer.datafile.Datafile`): ids are checked against it, keys resolved.
+    """
     opened, loaded = prepare(source, schema, csv)
     mapper = make_mapper(
-        loaded, endpoint=endpoint, now=now, since=since, until=until, origin=schema_name(schema)
+        loaded,
+        endpoint=endpoint,
+        now=now,
+        since=since,
+        until=until,
+        origin=schema_name(schema),
+        datafile=load_datafile(datafile) if datafile is not None else None,
     )
     return opened, loaded, mapper
 
@@ -96,6 +113,7 @@ def make_mapper(
     since: TimeBound = None,
     until: TimeBound = None,
     origin: str = "schema",
+    datafile: Datafile | None = None,
 ) -> Mapper:
     """A mapper for one run, with the --since/--until window checked."""
     try:
@@ -105,7 +123,22 @@ def make_mapper(
     if low is not None and high is not None and low >= high:
         raise UsageError("--since must be before --until: no event could be sent")
     parse_template(endpoint or schema.endpoint)  # a wrong endpoint fails before any read
-    return Mapper(schema, endpoint=endpoint, now=now, since=low, until=high, origin=origin)
+    return Mapper(
+        schema,
+        endpoint=endpoint,
+        now=now,
+        since=low,
+        until=high,
+        origin=origin,
+        datafile=datafile,
+    )
+
+
+def datafile_lines(report: Report, mapper: Mapper) -> None:
+    """With a datafile: which one (its revision) in the notes, and its warnings, counted."""
+    if mapper.datafile is not None:
+        report.notes.append(mapper.datafile.describe())
+        report.warnings += mapper.warned.lines()
 
 
 @dataclass(frozen=True)
@@ -155,6 +188,7 @@ def production_summary(
     since: TimeBound = None,
     until: TimeBound = None,
     ledger: LedgerPath | None = DEFAULT_LEDGER,
+    datafile: DatafileLike | None = None,
 ) -> str | None:
     """What a send to a real (not loopback) endpoint would do, for a confirmation; None when
     every host is loopback. Reads the input once (as ``check`` does), sends nothing."""
@@ -162,7 +196,15 @@ def production_summary(
     where = destination_of(opened, loaded, endpoint or loaded.endpoint)
     if not where.production:
         return None
-    report = check(source, schema=schema, csv=csv, endpoint=endpoint, since=since, until=until)
+    report = check(
+        source,
+        schema=schema,
+        csv=csv,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        datafile=datafile,
+    )
     path = ledger_path(ledger) if ledger is not None else None
     return gate_banner(report, where.hosts, where.project_ids, path)
 
@@ -181,6 +223,14 @@ def check_output(path: str | Path | None, what: str) -> None:
         )
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise UsageError(f"{what} {target}: not writable here; choose another path")
+
+
+def check_report_html(path: str | Path | None) -> None:
+    """Refuse ``--report`` before any work: the ``report`` extra missing, or a path that
+    cannot be written."""
+    if path is not None:
+        html_report.require("--report")
+        check_output(path, "--report")
 
 
 def all_columns(source: Source) -> list[str]:
@@ -243,6 +293,7 @@ def check(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressLike = None,
     now: float | None = None,
+    datafile: DatafileLike | None = None,
 ) -> Report:
     """Validate every row and summarise what ``send`` would do, sending nothing.
 
@@ -259,6 +310,9 @@ def check(
         progress: None (a bar in notebooks, nothing in scripts), True, False, or a
             :class:`~importer.progress.Progress`.
         now: the current epoch time for the future/age checks (tests pin it).
+        datafile: the project's datafile (a path, an http(s) URL, a dict or a loaded
+            :class:`~importer.datafile.Datafile`): ids it does not have are rejected
+            (project-mismatch, experiment-unknown...), keys are resolved through it.
 
     Returns:
         A :class:`~importer.report.Report`; ``report.rejects`` is a DataFrame.
@@ -276,6 +330,7 @@ def check(
         batch_size=batch_size,
         progress=progress,
         now=now,
+        datafile=datafile,
     )
 
 
@@ -294,6 +349,7 @@ def write_requests(
     until: TimeBound = None,
     progress: ProgressLike = None,
     now: float | None = None,
+    datafile: DatafileLike | None = None,
 ) -> Report:
     """Write the URLs ``send`` would request, one per line, to ``out``; sends nothing.
 
@@ -316,6 +372,7 @@ def write_requests(
         now=now,
         requests=out,
         limit=n,
+        datafile=datafile,
     )
 
 
@@ -336,11 +393,19 @@ def _check(
     now: float | None,
     requests: IO[str] | None = None,
     limit: int | None = None,
+    datafile: DatafileLike | None = None,
 ) -> Report:
     check_output(rejects, "--rejects")
     check_output(rejects_rows, "--rejects-rows")
     opened, loaded, mapper = prepare_mapped(
-        source, schema, csv, endpoint=endpoint, since=since, until=until, now=now
+        source,
+        schema,
+        csv,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        now=now,
+        datafile=datafile,
     )
     report = Report(command, source=opened.name, schema=schema_name(schema))
     report.source_index = opened.index
@@ -377,6 +442,7 @@ def _check(
         if row_writer is not None:
             row_writer.close()
             report.rejects_rows_path = str(rejects_rows)
+    datafile_lines(report, mapper)
     return report
 
 
@@ -391,10 +457,19 @@ def iter_events(
     until: TimeBound = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     now: float | None = None,
+    datafile: DatafileLike | None = None,
 ) -> Iterator[Mapped]:
-    """Mapped batches of a source: the events ``send`` would make, and the rejects."""
+    """Mapped batches of a source: the events ``send`` would make, and the rejects (and,
+    with a datafile, each batch's ``warnings``)."""
     opened, _, mapper = prepare_mapped(
-        source, schema, csv, endpoint=endpoint, since=since, until=until, now=now
+        source,
+        schema,
+        csv,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        now=now,
+        datafile=datafile,
     )
     yield from mapped_batches(opened, mapper, batch_size=batch_size)
 
@@ -410,6 +485,7 @@ def preview(
     since: TimeBound = None,
     until: TimeBound = None,
     now: float | None = None,
+    datafile: DatafileLike | None = None,
 ) -> pd.DataFrame:
     """The requests ``send`` would make, as a DataFrame of parameters and URL.
 
@@ -420,6 +496,7 @@ def preview(
         endpoint: override the schema's endpoint template.
         since, until: only events in this time window (as for :func:`check`).
         now: the current epoch time for the future/age checks.
+        datafile: the project's datafile (as for :func:`check`).
 
     Returns:
         One row per valid input row: position, file, row, line, a, n, u, x, v, g, d, s,
@@ -429,7 +506,14 @@ def preview(
     tables: list[pa.Table] = []
     count = 0
     for mapped in iter_events(
-        source, schema=schema, csv=csv, endpoint=endpoint, since=since, until=until, now=now
+        source,
+        schema=schema,
+        csv=csv,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        now=now,
+        datafile=datafile,
     ):
         events = mapped.events
         if n is not None:
@@ -451,10 +535,13 @@ def guess_schema(
     schema_path: str | Path | None = None,
     delimiter: str | None = None,
     encoding: str | None = None,
+    datafile: DatafileLike | None = None,
 ) -> Any:
     """Guess a commented schema for a file from its header and a sample of its rows.
 
-    What ``event-backfill init`` writes.
+    What ``event-backfill init`` writes. With the project's ``datafile``, columns of
+    experiment, variation and event keys and attribute columns are recognised, and the
+    project and account ids come from it.
 
     Returns:
         An :class:`importer.init.Guess`: ``text`` (the TOML), ``todos`` (keys left to fill
@@ -467,11 +554,19 @@ def guess_schema(
     if delimiter is not None or encoding is not None:
         options = CsvOptions(delimiter=delimiter or "auto", encoding=encoding or "utf-8")
     return init.guess_schema(
-        source, sample_rows=sample_rows, schema_path=where, csv_options=options
+        source,
+        sample_rows=sample_rows,
+        schema_path=where,
+        csv_options=options,
+        datafile=load_datafile(datafile) if datafile is not None else None,
     )
 
 
 def _send_options(options: SendOptions | None, tunables: dict[str, Any]) -> SendOptions:
+    if tunables.get("dask") is not None:  # a Client or a cluster object: its address
+        from importer.cluster import scheduler_address
+
+        tunables = {**tunables, "dask": scheduler_address(tunables["dask"])}
     try:
         result = dataclasses.replace(options or SendOptions(), **tunables)
     except TypeError as exc:
@@ -507,6 +602,9 @@ async def send_async(
     control: Control | None = None,
     now: float | None = None,
     yes: bool = False,
+    datafile: DatafileLike | None = None,
+    report_html: str | Path | None = None,
+    canary: int | None = None,
     **tunables: Any,
 ) -> Report:
     """Validate, map and deliver every row; the native async form of :func:`send`.
@@ -523,7 +621,9 @@ async def send_async(
         unknown: rows an interrupted run may or may not have delivered: "resend" them
             (never loses) or "skip" them (never duplicates).
         options: a :class:`~importer.sender.SendOptions`; keyword tunables such as
-            ``concurrency=64`` or ``rate=100`` override its fields.
+            ``concurrency=64`` or ``rate=100`` override its fields. ``dask=`` takes a
+            ``distributed.Client``, a cluster object or a scheduler address: one sender on
+            each of its workers (the ledger stays here).
         rejects: write every broken rule to this .csv or .parquet file.
         rejects_rows: write each rejected row as read plus its rules (see :func:`check`).
         since, until: only events in this time window (as for :func:`check`). Rows outside
@@ -536,6 +636,13 @@ async def send_async(
         now: the current epoch time for the future/age checks.
         yes: send to hosts that are not loopback (a real endpoint). Without it such a
             run is refused before any connection: see :func:`production_summary`.
+        datafile: the project's datafile (as for :func:`check`): rows whose ids it does
+            not have are rejected, never sent.
+        report_html: also write the report as one self-contained HTML page with charts
+            (needs the ``report`` extra; checked before anything is sent).
+        canary: send only this many rows, spread over every experiment/variation pair
+            present (one of each first), then stop (``report.stopped == "canary"``, the
+            rest pending); the same call without it sends the rest, never a canary row again.
 
     Returns:
         The :class:`~importer.report.Report`; its accounting line always holds.
@@ -546,6 +653,8 @@ async def send_async(
     """
     if unknown not in ("resend", "skip"):
         raise UsageError(f"unknown must be 'resend' or 'skip', got {unknown!r}")
+    if canary is not None and canary < 1:
+        raise UsageError(f"canary must be at least 1 row, got {canary}")
     settings = RunSettings(
         options=_send_options(options, tunables),
         batch_size=batch_size,
@@ -555,8 +664,16 @@ async def send_async(
     )
     check_output(rejects, "--rejects")
     check_output(rejects_rows, "--rejects-rows")
+    check_report_html(report_html)
     opened, loaded, mapper = prepare_mapped(
-        source, schema, csv, endpoint=endpoint, since=since, until=until, now=now
+        source,
+        schema,
+        csv,
+        endpoint=endpoint,
+        since=since,
+        until=until,
+        now=now,
+        datafile=datafile,
     )
     if not sandbox:
         where = await asyncio.to_thread(destination_of, opened, loaded, mapper.endpoint)
@@ -600,6 +717,8 @@ async def send_async(
     collector = Collector() if sandbox else None
     outcome = None
     try:
+        if canary is not None:
+            settings.canary = await asyncio.to_thread(_canary, opened, mapper, store, canary)
         if collector is not None:
             mapper.endpoint = await collector.start()
             report.notes.append(f"sandbox: sent to a local collector at {mapper.endpoint}")
@@ -608,6 +727,7 @@ async def send_async(
     finally:
         finished = outcome is not None and outcome.stopped is None and outcome.pending == 0
         await asyncio.to_thread(store.close, finished=finished)
+        report.receipt = store.receipt  # the whole run's, read as the ledger closed
         if settings.rejects is not None:
             settings.rejects.close()
             report.rejects_path = str(settings.rejects.path)
@@ -617,7 +737,21 @@ async def send_async(
         if collector is not None:
             report.collector = collector.stats.to_dict()
             await collector.stop()
+    datafile_lines(report, mapper)
+    if report_html is not None:
+        await asyncio.to_thread(html_report.write, report, report_html)
     return report
+
+
+def _canary(source: Source, mapper: Mapper, store: Settled, n: int) -> np.ndarray:
+    """The positions a canary of ``n`` rows sends: a first pass over the rows not settled
+    yet (its warnings are not counted: the send's own pass counts them)."""
+    warned, mapper.warned = mapper.warned, type(mapper.warned)()
+    try:
+        chosen = canary_rows(mapped_batches(source, mapper, ledger=store, workers=1), n)
+    finally:
+        mapper.warned = warned
+    return chosen.positions
 
 
 def _open_ledger(
@@ -662,7 +796,7 @@ def _in_thread(work: Any, control: Control) -> Any:
 
     def target() -> None:
         try:
-            result.append(asyncio.run(work()))
+            result.append(loops.run(work()))
         except BaseException as exc:  # handed to the caller's thread below
             failure.append(exc)
         finally:
@@ -772,3 +906,40 @@ def export_failures(
     frame = ledgers.failures(ledger_path(ledger), run=run)
     write_table(pa.Table.from_pandas(frame, preserve_index=False), target)
     return len(frame)
+
+
+def receipts(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> list[Receipt]:
+    """The receipt of one run (or of every run) as the ledger holds it."""
+    return ledgers.receipts(ledger_path(ledger), run=run)
+
+
+def receipt(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> pd.DataFrame:
+    """What a run delivered, to compare with the results page: one row per run, experiment,
+    variation, UTC day, event name and currency, with ``events`` and ``value`` (the sum of
+    v; an empty v counts as an event and adds 0). An event counts once in each of its
+    experiments. Every run's, or ``run``'s only.
+    """
+    frame: pd.DataFrame = _receipt_table(receipts(ledger=ledger, run=run)).to_pandas()
+    return frame
+
+
+def export_receipt(
+    out: str | Path, *, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None
+) -> int:
+    """Write the receipt to a .csv (spreadsheet-safe) or .parquet file; how many lines."""
+    check_output(out, "receipt file")
+    target = Path(out)
+    if target.suffix.lower() not in (".csv", ".parquet"):
+        raise UsageError(f"{target}: the receipt file must end in .csv or .parquet")
+    table = _receipt_table(receipts(ledger=ledger, run=run))
+    write_table(table, target)
+    return int(table.num_rows)
+
+
+def _receipt_table(found: list[Receipt]) -> pa.Table:
+    """Every run's receipt in one table, a ``run`` column first."""
+    tables = [
+        item.table().add_column(0, "run", pa.array([item.run] * len(item.lines), pa.int64()))
+        for item in found or [Receipt(0, ())]
+    ]
+    return pa.concat_tables(tables)

@@ -157,6 +157,15 @@ EndpointOpt = Annotated[
         help="Endpoint URL template; {project_id} is replaced per row.", show_default=False
     ),
 ]
+DatafileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--datafile",
+        help="The project's datafile (a JSON path or http(s) URL, fetched once): rows whose "
+        "ids it does not have are rejected, and a schema's keys are resolved through it.",
+        show_default=False,
+    ),
+]
 
 LedgerOpt = Annotated[
     Path | None,
@@ -245,7 +254,25 @@ WorkersOpt = Annotated[
         min=1,
     ),
 ]
-RunOpt = Annotated[int | None, typer.Option(help="Only this run's failures.", show_default=False)]
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        help="A Dask scheduler's address (tcp://host:8786): send from one sender on each of "
+        "its workers; the ledger stays here (pip install 'event-backfill[dask]').",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write to this file instead of stdout (preview: the URLs; receipt: .csv or .parquet).",
+        show_default=False,
+    ),
+]
+RunOpt = Annotated[
+    int | None, typer.Option(help="Only this run (`status` lists them).", show_default=False)
+]
 T = TypeVar("T")
 
 
@@ -421,6 +448,7 @@ def check(
     endpoint: EndpointOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = None,
+    datafile: DatafileOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -440,6 +468,7 @@ def check(
             until=until,
             endpoint=endpoint,
             progress=_progress(quiet),
+            datafile=datafile,
         )
     )
     _show(report, as_json)
@@ -453,9 +482,7 @@ def preview(
     n: Annotated[
         int | None, typer.Option("-n", help="Show at most N requests.", show_default=False)
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Write the URLs to this file.", show_default=False)
-    ] = None,
+    out: OutOpt = None,
     rejects: RejectsOpt = None,
     rejects_rows: RejectsRowsOpt = None,
     since: SinceOpt = None,
@@ -463,6 +490,7 @@ def preview(
     endpoint: EndpointOpt = None,
     delimiter: DelimiterOpt = None,
     encoding: EncodingOpt = None,
+    datafile: DatafileOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -475,7 +503,19 @@ def preview(
     """
     csv = _csv(delimiter, encoding)
     _preview(
-        files, schema, csv, n, out, rejects, rejects_rows, since, until, endpoint, as_json, quiet
+        files,
+        schema,
+        csv,
+        n,
+        out,
+        rejects,
+        rejects_rows,
+        since,
+        until,
+        endpoint,
+        as_json,
+        quiet,
+        datafile,
     )
 
 
@@ -492,6 +532,7 @@ def _preview(
     endpoint: str | None,
     as_json: bool,
     quiet: bool,
+    datafile: Any = None,
 ) -> None:
     import io
 
@@ -512,6 +553,7 @@ def _preview(
                 since=since,
                 until=until,
                 progress=_progress(quiet) if out or as_json else False,
+                datafile=datafile,
             )
         )
     finally:
@@ -530,6 +572,8 @@ def _preview(
         if report.rejected:
             said.append(f"{report.rejected:,} rows rejected (run check to see why)")
         typer.echo("; ".join(said), err=True)
+        for line in [*(f"warning: {w}" for w in report.warnings), *report.notes]:
+            typer.echo(line, err=True)
     raise typer.Exit(0)
 
 
@@ -559,10 +603,32 @@ def send(
     transport: TransportOpt = TransportChoice.AIOHTTP,
     http2: Http2Opt = False,
     workers: WorkersOpt = 1,
+    dask: DaskOpt = None,
     rejects: RejectsOpt = None,
     rejects_rows: RejectsRowsOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
+    datafile: DatafileOpt = None,
+    report_html: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write the report as one self-contained HTML page with charts (needs "
+            "the 'report' extra: pip install 'event-backfill[report]').",
+            show_default=False,
+        ),
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            "--canary",
+            help="Send only N rows, spread over every experiment/variation pair (one of each "
+            "first), then stop (exit 1) with their receipt: check the results page, then run "
+            "the same command without --canary for the rest.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     ledger: LedgerOpt = None,
     no_ledger: Annotated[
         bool, typer.Option("--no-ledger", help="Keep no ledger: the run cannot be resumed.")
@@ -595,7 +661,8 @@ def send(
     """
     if dry_run:
         csv = _csv(delimiter, encoding)
-        _preview(files, schema, csv, None, None, None, None, since, until, endpoint, as_json, quiet)
+        nothing = (None, None, None, None)  # n, out, rejects, rejects_rows
+        _preview(files, schema, csv, *nothing, since, until, endpoint, as_json, quiet, datafile)
     options = _send_options(
         concurrency=concurrency,
         rate=rate,
@@ -607,7 +674,11 @@ def send(
         transport=transport.value,
         http2=http2,
         workers=workers,
+        dask=dask,
     )
+    _run(lambda: api.check_report_html(report_html))  # before the gate asks anything
+    # Loaded once: a URL is fetched once for the production gate's check and the send.
+    known = None if datafile is None else _run(lambda: api.load_datafile(datafile))
     if not sandbox:
         banner = _run(
             lambda: api.production_summary(
@@ -618,6 +689,7 @@ def send(
                 since=since,
                 until=until,
                 ledger=None if no_ledger else _ledger(ledger),
+                datafile=known,
             )
         )
         yes = _confirm(banner, "Send these events?", yes=yes)
@@ -641,6 +713,9 @@ def send(
             unknown=unknown.value,
             progress=monitor,
             control=control,
+            datafile=known,
+            report_html=report_html,
+            canary=canary,
         ),
         quiet=quiet,
         log_file=log_file,
@@ -687,6 +762,48 @@ def status(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def receipt(
+    ledger: LedgerOpt = None,
+    run: RunOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what each run delivered, per experiment, variation, UTC day, event and currency
+    (events, sum of v): what the results page should show.
+
+    \b
+    Example: event-backfill receipt --run 3 --out receipt.csv
+    """
+    path = ledger_path(_ledger(ledger))
+    found = _run(lambda: api.receipts(ledger=path, run=run))
+    written = None if out is None else _run(lambda: api.export_receipt(out, ledger=path, run=run))
+    if as_json:
+        runs = [
+            {
+                "run": item.run,
+                "sent": item.sent,
+                "unreceipted": item.unreceipted,
+                "unknown_skipped": item.unknown_skipped,
+                "receipt": item.records(),
+            }
+            for item in found
+        ]
+        files = {} if out is None else {"file": str(out), "lines": written}
+        _echo_json("receipt", ledger=str(path), run=run, runs=runs, **files)
+    elif out is None:
+        from importer.report import receipt_lines
+
+        typer.echo(f"ledger: {path}")
+        if not found:
+            typer.echo(f"{path}: no runs yet")
+        for item in found:
+            typer.echo("\n".join(receipt_lines(item, folded=False)))
+    if written is not None:
+        typer.echo(f"{written:,} receipt lines written to {out}", err=True)
+    raise typer.Exit(0)
+
+
+@app.command()
 def retry(
     ledger: LedgerOpt = None,
     run: RunOpt = None,
@@ -700,6 +817,7 @@ def retry(
     transport: TransportOpt = TransportChoice.AIOHTTP,
     http2: Http2Opt = False,
     workers: WorkersOpt = 1,
+    dask: DaskOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     yes: YesOpt = False,
@@ -724,6 +842,7 @@ def retry(
         transport=transport.value,
         http2=http2,
         workers=workers,
+        dask=dask,
     )
     banner = _run(lambda: api.retry_summary(ledger=_ledger(ledger), run=run))
     yes = _confirm(banner, "Re-send these rows?", yes=yes)
@@ -791,6 +910,7 @@ def init(
         bool,
         typer.Option("--json", help="Print what was guessed as JSON (the schema text included)."),
     ] = False,
+    datafile: DatafileOpt = None,
 ) -> None:
     """Guess a commented schema from a file's header and a sample of its rows.
 
@@ -802,7 +922,12 @@ def init(
         raise typer.Exit(2)
     guess = _run(
         lambda: api.guess_schema(
-            file, sample_rows=sample_rows, schema_path=out, delimiter=delimiter, encoding=encoding
+            file,
+            sample_rows=sample_rows,
+            schema_path=out,
+            delimiter=delimiter,
+            encoding=encoding,
+            datafile=datafile,
         )
     )
     if out is not None:
@@ -821,7 +946,8 @@ def init(
     for note in guess.notes:
         typer.echo(f"init: {note}", err=True)
     where = out or "schema.toml"
-    typer.echo(f"next: event-backfill check {file} --schema {where}", err=True)
+    more = f" --datafile {datafile}" if datafile is not None else ""
+    typer.echo(f"next: event-backfill check {file} --schema {where}{more}", err=True)
     raise typer.Exit(0)
 
 

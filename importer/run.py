@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,7 +32,7 @@ from importer.report import Report
 from importer.sender import Outcome, Sender
 from importer.source import Source
 from importer.transport import AnyTransport
-from importer.work import Failure, Work, work_of
+from importer.work import Failure, ReceiptRows, Work, receipt_rows, work_of
 
 DEFAULT_LEASE_ROWS = 1024
 DEFAULT_SEND_BATCH_SIZE = 16_384  # small batches: a send run's memory is what it holds at once
@@ -57,6 +58,7 @@ class RunLedger(Settlement, Protocol):
     def settled_mask(self, positions: Any) -> Any: ...
     def reject(self, rejected: list[int], filtered: list[int], seen: int) -> None: ...
     def lease(self, positions: list[int], keys: list[str] | None) -> Leased: ...
+    def expect(self, rows: ReceiptRows | None) -> None: ...
 
 
 class Control:
@@ -103,6 +105,8 @@ class RunSettings:
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
     # How requests go out (None: aiohttp); called once per delivery. Tests script it.
     transport: Callable[[SendOptions], AnyTransport] | None = None
+    # --canary: the positions to send (sorted); every other valid row is held back, pending.
+    canary: np.ndarray | None = None
 
 
 Feed = Callable[[Sender, ThreadPoolExecutor], Awaitable[None]]
@@ -142,6 +146,11 @@ async def deliver(
         except ImporterError as exc:
             errors.append(exc)
             sender.stop("error")
+        except Exception:
+            # A bug in the feed (not the user's input) must end the run, raised once it has
+            # drained and committed, not leave the sender waiting for rows forever.
+            sender.stop("error")
+            raise
 
     producer = asyncio.create_task(guarded())
     bar = _Bar(sender, report, settings.progress)
@@ -155,6 +164,8 @@ async def deliver(
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
         outcome = sender.settle()
+        if settings.canary is not None and outcome.stopped is None and outcome.pending:
+            outcome.stopped = "canary"
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
         try:
@@ -168,6 +179,10 @@ async def deliver(
     report.notes += stop_notes(
         outcome, settings.options, sender.last_error, retry=settings.retry_command
     )
+    report.notes += [
+        f"{what} was lost mid-run: what it held was sent again (within the bound above)."
+        for what in getattr(sender.transport, "lost", [])
+    ]
     if errors:
         raise errors[0]
     return outcome
@@ -221,7 +236,9 @@ def source_feed(
                 if settings.rejected_rows is not None:
                     settings.rejected_rows.write(mapped)
                 report.skipped_done += mapped.batch.skipped
-                await _queue(mapped, ledger, sender, report, settings.lease_rows, ledger_thread)
+                await _queue(mapped, ledger, sender, report, settings, ledger_thread)
+                if settings.canary is not None and _past(mapped, settings.canary):
+                    break  # every canary row is queued: the rest is not read
             await sender.feed_done()
         finally:
             reader.submit(batches.close)
@@ -245,6 +262,13 @@ def stop_notes(
         notes.append(
             f"stopped on request with {outcome.pending:,} rows pending (rows not read yet "
             "are not counted here): run the same command again to resume."
+        )
+    elif outcome.stopped == "canary":
+        notes.append(
+            "canary: these rows were sent, the rest held back. Check this report's receipt "
+            "against the results page of each experiment (in a few minutes: events per "
+            "variation, and revenue where v is sent); when they show up, run the same command "
+            "without --canary to send the rest (it never sends a canary row again)."
         )
     elif outcome.stopped == "error":
         notes.append(f"stopped by an error with {outcome.pending:,} rows pending (see below).")
@@ -279,12 +303,19 @@ async def _queue(
     ledger: RunLedger,
     sender: Sender,
     report: Report,
-    lease_rows: int,
+    settings: RunSettings,
     ledger_thread: ThreadPoolExecutor,
 ) -> None:
-    """Lease the valid rows a chunk at a time, each just before it is queued."""
+    """Lease the valid rows a chunk at a time, each just before it is queued (with
+    ``--canary``, only its rows: the others are held back, pending)."""
     loop = asyncio.get_running_loop()
     events, keys, file = mapped.events, mapped.keys, mapped.batch.file
+    lease_rows, canary = settings.lease_rows, settings.canary
+    if canary is not None:
+        keep = np.isin(events.column("position").to_numpy(), canary)
+        sender.hold_back(int((~keep).sum()))
+        events = events.filter(pa.array(keep))
+        keys = [key for key, kept in zip(keys, keep, strict=True) if kept] if keys else keys
     for start in range(0, events.num_rows, lease_rows):
         chunk = events.slice(start, lease_rows)
         chunk_keys = keys[start : start + lease_rows] if keys is not None else None
@@ -303,10 +334,19 @@ def _admit(
     ledger: RunLedger, file: str, chunk: pa.Table, keys: list[str] | None, text_urls: bool
 ) -> tuple[Work | None, int]:
     """Lease a chunk's rows and build the sender's Work of those leased (in the ledger's
-    thread: building URL objects there overlaps the event loop's socket calls)."""
+    thread: building URL objects there overlaps the event loop's socket calls); hand the
+    ledger their receipt groups before any of them can be acknowledged."""
     leased = ledger.lease(chunk.column("position").to_pylist(), keys)
     work = work_of(file, chunk, leased.keep, leased.positions, text_urls=text_urls)
+    if work is not None:
+        ledger.expect(receipt_rows(chunk, leased.keep))
     return work, leased.duplicates
+
+
+def _past(mapped: Mapped, canary: np.ndarray) -> bool:
+    """Whether the batch reached the last canary row."""
+    positions = mapped.batch.positions
+    return not len(canary) or (len(positions) > 0 and int(positions.max()) >= int(canary[-1]))
 
 
 def _reject(ledger: RunLedger, mapped: Mapped) -> None:

@@ -135,14 +135,20 @@ class Outcome:
     retries: int = 0
     maybe_twice: int = 0  # retries of requests that may have arrived: the duplicate bound
     parked: int = 0  # rows left pending after max_attempts requests that may have arrived
-    stopped: str | None = None  # None (finished), "interrupted", "gave-up", "aborted", "error"
+    # None (finished), "interrupted", "gave-up", "aborted", "error", or "canary" (its rows
+    # were sent; the rest are held back, pending).
+    stopped: str | None = None
     failures: list[Failure] = field(default_factory=list)
 
 
 def make_transport(options: SendOptions) -> AnyTransport:
     """The transport ``options.transport`` names: "aiohttp" (the default) or "curl" (its
     module, and pycurl, are imported only then); ``options.workers`` sender processes of it
-    when more than one."""
+    when more than one; one on each worker of the Dask cluster at ``options.dask``."""
+    if options.dask is not None:
+        from importer.cluster import DaskPool
+
+        return DaskPool(options)
     if options.workers > 1:
         from importer.workers import WorkerPool
 
@@ -192,6 +198,7 @@ class Sender:
         self._held: list[_Item] = []  # taken but never sent (the pump was stopped at --rate)
         self._parked: list[_Item] = []
         self._orphans: list[Work] = []
+        self._held_back = 0  # rows read but kept back (--canary): pending, never leased
         self._acked: list[_Item] = []
         self.last_error = ""
         self._stop: str | None = None
@@ -264,6 +271,10 @@ class Sender:
         """Rows read after a stop, never queued: settled as pending."""
         if work is not None:
             self._orphans.append(work)
+
+    def hold_back(self, count: int) -> None:
+        """Rows read and valid, but not to be sent in this run (--canary): pending."""
+        self._held_back += count
 
     async def feed_done(self) -> None:
         """No more Work will come."""
@@ -626,7 +637,7 @@ class Sender:
         self._parked.clear()
         self._held.clear()
         self._current = None
-        self.outcome.pending = len(positions)
+        self.outcome.pending = len(positions) + self._held_back
         self.outcome.unknown = len(ambiguous)
         if positions:
             self.tracker.unsent(positions, ambiguous)

@@ -81,6 +81,7 @@ def write_csv(tmp_path: Path):  # type: ignore[no-untyped-def]
 # waits (Retry-After, back-off, outages) even where no process is started.
 E2E_MODULES = frozenset(
     {
+        "test_cluster",
         "test_exports",
         "test_hardening",
         "test_notebook",

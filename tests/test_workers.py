@@ -20,6 +20,7 @@ from .helpers import (
     SALES_SCHEMA,
     CollectorProcess,
     cli,
+    free_port,
     order_of,
     reported_unknown,
     schema_toml,
@@ -124,6 +125,7 @@ def test_a_killed_sender_process_is_noticed_and_the_run_finishes(
     duplicates = sum(n - 1 for n in received.values())
     assert duplicates <= report["maybe_twice"]
     assert not running(workers[1])  # the other one ended with the run
+    assert any("was lost mid-run" in note for note in report["notes"])
 
 
 @pytest.mark.slow
@@ -186,3 +188,37 @@ def test_sigint_with_workers_drains_every_process_and_resumes(tmp_path: Path) ->
         received = collector.accepted()
     assert len(received) == rows
     assert set(received.values()) == {1}
+
+
+@pytest.mark.slow
+def test_an_outage_stops_every_sender_process_resumably(tmp_path: Path) -> None:
+    """The endpoint goes down for longer than --give-up-after with two sender processes:
+    the run stops (exit 1, nothing failed, the rest pending), no sender process is left,
+    and once the server is back the same command sends the rest: every row exactly once."""
+    rows = 3_000
+    data = write_sales(tmp_path / "s.csv", 0, rows)
+    schema = schema_toml(tmp_path / "s.toml")
+    port = free_port()
+    record = tmp_path / "received.ndjson"
+    args = send_args(data, schema, f"http://127.0.0.1:{port}/event", tmp_path / "l.sqlite")
+    args += ["--workers", "2", "--rate", "500", "--give-up-after", "3"]
+    collector = CollectorProcess(record, port=port)
+    try:
+        process = start_cli(*args)
+        wait_for(lambda: sum(collector.accepted().values()) > 500)
+        workers = sender_processes(process.pid)
+        collector.stop()
+        out, err = process.communicate(timeout=60)
+        report = json.loads(out)
+        assert process.returncode == 1, err
+        assert report["failed"] == 0 and report["pending"] > 0 and report["balanced"]
+        assert "run the same command again" in " ".join(report["notes"])
+        assert not any(running(pid) for pid in workers)
+        collector = CollectorProcess(record, port=port)
+        final = cli(*args)
+        assert final.returncode == 0, final.stderr
+    finally:
+        collector.stop()
+    received = Counter(order_of(q) for q in collector.accepted().elements())
+    assert len(received) == rows  # lost 0
+    assert sum(n - 1 for n in received.values()) <= reported_unknown(final.stderr)
