@@ -596,6 +596,12 @@ def main() -> None:
     parser.add_argument(
         "--rss-rows", type=int, default=0, help="also measure peak RSS on this many rows"
     )
+    parser.add_argument(
+        "--rss-transport",
+        choices=("aiohttp", "curl"),
+        default="aiohttp",
+        help="the transport of the --rss-rows sends (curl: a 10M-row file in minutes)",
+    )
     parser.add_argument("--resume-rows", type=int, default=0, help="also time a 90%%-done resume")
     args = parser.parse_args()
     # The project's own bytecode, as any install has it: with PYTHONDONTWRITEBYTECODE set (as
@@ -620,13 +626,16 @@ def main() -> None:
         print_summary(args, results)
         if args.rss_rows:
             big = make_parquet(args.rss_rows)
-            rate, rss = send_cli(big, schema, args.concurrency, folder / "rss.sqlite")
+            transport = ("--transport", args.rss_transport)
+            rate, rss = send_cli(big, schema, args.concurrency, folder / "rss.sqlite", *transport)
             print(
-                f"  peak RSS of send on {args.rss_rows:,} rows: {rss / 1024:,.0f} MB "
+                f"  peak RSS of send ({args.rss_transport}) on {args.rss_rows:,} rows: "
+                f"{rss / 1024:,.0f} MB "
                 f"at {rate:,.0f} events/s (target <= 300 MB)"
             )
+            w2 = (*transport, "--workers", "2")
             rate, parent, tree = send_tree_rss(
-                big, schema, args.concurrency, folder / "rss-w2.sqlite", "--workers", "2"
+                big, schema, args.concurrency, folder / "rss-w2.sqlite", *w2
             )
             print(
                 f"  peak RSS of send --workers 2 on {args.rss_rows:,} rows: parent "
