@@ -137,8 +137,16 @@ def make_mapper(
 def datafile_lines(report: Report, mapper: Mapper) -> None:
     """With a datafile: which one (its revision) in the notes, and its warnings, counted."""
     if mapper.datafile is not None:
-        report.notes.append(mapper.datafile.describe())
+        known = mapper.datafile
+        report.notes.append(known.describe())
         report.warnings += mapper.warned.lines()
+        report.warned_by_rule = dict(mapper.warned.counts)
+        report.datafile = {
+            "source": known.source,
+            "revision": known.revision,
+            "project_id": known.project_id,
+            "account_id": known.account_id,
+        }
 
 
 @dataclass(frozen=True)
@@ -705,6 +713,9 @@ async def send_async(
         _open_ledger, ledger, opened, loaded, destination, new_run, unknown, replay
     )
     report.resume, report.ledger = store.resume, store.recorded_in
+    if mapper.datafile is not None and isinstance(store, SqliteLedger):
+        revision = mapper.datafile.revision or "none"
+        await asyncio.to_thread(store.record_datafile, revision)
     if report.resume is not None and report.ledger is not None:
         report.failed_earlier = report.resume.failed
         report.rejected_earlier = report.resume.rejected

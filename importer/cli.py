@@ -752,6 +752,11 @@ def status(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
             f"{run['duplicates']:,}, unknown skipped {run['unknown_skipped']:,}); "
             f"unknown {run['unknown']:,}\n"
             f"  started {run['created']}, last activity {run['last_activity']}"
+            + (
+                f"\n  checked against datafile revision {run['datafile_revision']}"
+                if run["datafile_revision"] is not None
+                else ""
+            )
         )
         if run["failed"]:
             typer.echo(

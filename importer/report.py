@@ -92,6 +92,10 @@ class Report:
     # What the run delivered per experiment, variation, day, event and currency (send): the
     # whole run's, earlier processes of it included (this process's with no ledger file).
     receipt: Receipt | None = None
+    # With --datafile: which one (source, revision, project_id, account_id), and the rows of
+    # each warning (counted, sent all the same).
+    datafile: dict[str, Any] | None = None
+    warned_by_rule: dict[str, int] = field(default_factory=dict)
     requests_written: int = 0  # preview: the URLs written
     # A DataFrame source's index: rejects and failures then carry each row's label.
     source_index: Any = field(default=None, repr=False)
@@ -234,6 +238,7 @@ class Report:
             "blank_lines": self.blank_lines,
             "filtered_by": dict(self.filter_counts),
             "rejected_by_rule": dict(sorted(self.rule_counts.items())),
+            "warned_by_rule": dict(sorted(self.warned_by_rule.items())),
             "warnings": self.warnings,
             "examples": self.examples,
             "events": self.stats.to_dict(),
@@ -272,6 +277,8 @@ class Report:
             data["ledger"] = asdict(self.ledger)
         if self.collector is not None:
             data["collector"] = self.collector
+        if self.datafile is not None:
+            data["datafile"] = self.datafile
         if self.receipt is not None:
             data["receipt"] = self.receipt.records()
         return data

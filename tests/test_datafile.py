@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,13 @@ def test_send_sends_none_of_the_rejected_rows(tmp_path: Path) -> None:
     assert users == sent and (report.sent, report.rejected) == (6, 8)
     assert report.exit_code == 3 and report.rule_counts["experiment-unknown"] == 2
     assert len(report.warnings) == 2 and "revision 42" in report.notes[-1]
+    as_json = report.to_dict()
+    assert as_json["datafile"]["revision"] == "42"
+    warned = [r["expect"].removeprefix("warn:") for r in rows if r["expect"].startswith("warn:")]
+    expected = Counter(warned)
+    assert as_json["warned_by_rule"] == dict(expected)
+    runs = importer.status(ledger=tmp_path / "l.sqlite")
+    assert runs["datafile_revision"].tolist() == ["42"]  # recorded in the run
 
 
 # -- keys --------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ STATUS_COLUMNS = [
     "unknown_skipped",
     "created",
     "last_activity",
+    "datafile_revision",
 ]
 FAILURE_COLUMNS = ["run", "file", "row", "line", "url", "attempts", "status", "error", "time"]
 
@@ -56,9 +57,10 @@ def status(path: str | Path) -> pd.DataFrame:
     with reading(path) as db:
         runs = db.execute(
             "SELECT id, source_name, endpoint, created, updated, finished, rows_seen, sent, "
-            "filtered, rejected, duplicates, unknown_skipped FROM runs ORDER BY id"
+            "filtered, rejected, duplicates, unknown_skipped, datafile_revision FROM runs "
+            "ORDER BY id"
         ).fetchall()
-        for run, name, endpoint, created, updated, finished, *counts in runs:
+        for run, name, endpoint, created, updated, finished, *counts, revision in runs:
             seen, sent, filtered, rejected, duplicates, skipped_unknown = counts
             settled, leased = load_ranges(db, run)
             (failed,) = db.execute(
@@ -81,6 +83,7 @@ def status(path: str | Path) -> pd.DataFrame:
                     skipped_unknown,
                     _iso(created),
                     _iso(updated),
+                    revision,
                 ]
             )
     import pandas as pd

@@ -509,6 +509,13 @@ class SqliteLedger(_Waiting):
         finally:
             self._file_lock.release()
 
+    def record_datafile(self, revision: str) -> None:
+        """Keep the revision of the datafile this run was checked against (``status``)."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE runs SET datafile_revision = ? WHERE id = ?", (revision, self.run_id)
+            )
+
     @property
     def recorded_in(self) -> LedgerRun:
         """The file and run id, for messages and ``retry --ledger --run``."""

@@ -60,6 +60,7 @@ _ADDED_COLUMNS = (
     ("runs", "filtered", "INTEGER NOT NULL DEFAULT 0", None),
     ("failures", "currency", "TEXT", None),
     ("runs", "unreceipted", "INTEGER NOT NULL DEFAULT 0", "UPDATE runs SET unreceipted = sent"),
+    ("runs", "datafile_revision", "TEXT", None),  # the last --datafile's revision
 )
 
 
