@@ -81,9 +81,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_dask(folder: Path, workers: int = 2) -> tuple[str, list[subprocess.Popen[bytes]]]:
     """A local Dask cluster as a user starts one: ``dask scheduler`` and ``dask worker``
     (``workers`` processes of 1 thread), each a process of its own; its address once every
-    worker has joined."""
+    worker has joined. Its workers run uvloop (as the README advises, and as ``--workers``
+    processes do) when it is installed."""
+    import importlib.util
+
     from distributed import Client
 
+    env = dict(os.environ)
+    if importlib.util.find_spec("uvloop") is not None:
+        env["DASK_DISTRIBUTED__ADMIN__EVENT_LOOP"] = "uvloop"
     dask = str(Path(sys.executable).parent / "dask")
     log = (folder / "dask.log").open("ab")
     port = 18000 + os.getpid() % 1000
@@ -91,8 +97,8 @@ def start_dask(folder: Path, workers: int = 2) -> tuple[str, list[subprocess.Pop
     scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port)]
     worker = [dask, "worker", address, "--nworkers", str(workers), "--nthreads", "1"]
     processes = [
-        subprocess.Popen([*scheduler, "--no-dashboard"], stdout=log, stderr=log),
-        subprocess.Popen([*worker, "--no-dashboard"], stdout=log, stderr=log),
+        subprocess.Popen([*scheduler, "--no-dashboard"], stdout=log, stderr=log, env=env),
+        subprocess.Popen([*worker, "--no-dashboard"], stdout=log, stderr=log, env=env),
     ]
     with Client(address, timeout=30) as client:
         client.wait_for_workers(workers, timeout=60)

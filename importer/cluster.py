@@ -35,7 +35,7 @@ from yarl import URL
 
 from importer.errors import TransientError, UsageError
 from importer.options import SendOptions
-from importer.transport import Outcomes, window
+from importer.transport import NOT_SENT, Outcomes, window
 from importer.workers import Wire, from_wire, to_wire, transport_of
 
 # How long an actor holds a poll open when it has nothing to report, and how long past that
@@ -349,8 +349,14 @@ class DaskPool:
         for remote, answer in zip(live, answers, strict=True):
             if isinstance(answer, BaseException):
                 self._lost(remote, answer)
-            else:
-                self._arrived(remote, *pickle.loads(answer))
+                continue
+            self._arrived(remote, *pickle.loads(answer))
+            # Never handed to the actor: certainly not sent.
+            unsent: Outcomes = [
+                (remote.held.pop(n), NOT_SENT) for _, n in remote.pending if n in remote.held
+            ]
+            if unsent and self._done is not None:
+                self._done(unsent)
         for remote in self._remotes:
             # Cut off mid-request: the sender counts those itself (they are in flight).
             remote.held.clear()
