@@ -28,6 +28,7 @@ _EXPORTS = {
     "status": "importer.api",
     "failures": "importer.api",
     "receipt": "importer.api",
+    "report_html": "importer.api",
     "iter_events": "importer.api",
     "guess_schema": "importer.api",
     "ImporterError": "importer.errors",

@@ -29,6 +29,7 @@ from importer.collector import serve as serve
 from importer.datafile import Datafile, DatafileLike
 from importer.datafile import load_datafile as load_datafile  # the CLI loads it once
 from importer.errors import UsageError
+from importer.html_data import ReceiptLike
 from importer.ledger import SANDBOX, MemoryLedger, Receipt, RunKey, SqliteLedger, Unknown
 from importer.mapping import Mapped, Mapper, as_text
 from importer.options import DEFAULT_LEDGER, LedgerPath, SendOptions, ledger_path
@@ -917,6 +918,22 @@ def export_failures(
     frame = ledgers.failures(ledger_path(ledger), run=run)
     write_table(pa.Table.from_pandas(frame, preserve_index=False), target)
     return len(frame)
+
+
+def report_html(
+    report: Report,
+    path: str | Path | None = None,
+    *,
+    receipt: ReceiptLike | None = None,
+) -> html_report.HtmlReport:
+    """A report as one self-contained HTML page with charts (the ``report`` extra: Bokeh):
+    a notebook shows it in the cell, ``str()`` of it is the page; with ``path``, it is also
+    written there. ``receipt``: chart and list this receipt instead of the report's (e.g.
+    the whole run's, :func:`receipt`)."""
+    page = html_report.render(report, receipt=receipt)
+    if path is not None:
+        page.save(path)
+    return page
 
 
 def receipts(*, ledger: LedgerPath = DEFAULT_LEDGER, run: int | None = None) -> list[Receipt]:

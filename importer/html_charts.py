@@ -31,7 +31,7 @@ from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
 if TYPE_CHECKING:
-    from importer.html_report import Line
+    from importer.html_data import Line
 
 _EPOCH = date(1970, 1, 1)
 _DAY_MS = 86_400_000

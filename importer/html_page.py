@@ -16,7 +16,7 @@ from importer.times import iso_utc
 if TYPE_CHECKING:
     from bokeh.plotting import figure
 
-    from importer.html_report import Line
+    from importer.html_data import Line
     from importer.ledger.receipt import Receipt
     from importer.report import Report
 

@@ -1,8 +1,9 @@
 """The run report as one self-contained HTML page: the accounting line, charts, tables.
 
-``send --report run.html`` writes it; in a notebook ``report.to_html()`` shows it (and
-``report.save_html(path)`` writes it). The page needs no network to open: Bokeh's
-JavaScript is inlined (``resources=INLINE``, ~1.4 MB a page), the tables are plain HTML.
+``send --report run.html`` writes it; in a notebook ``importer.report_html(report)`` shows
+it (and ``importer.report_html(report, "run.html")`` writes it). The page needs no network
+to open: Bokeh's JavaScript is inlined (``resources=INLINE``, ~1.4 MB a page), the tables
+are plain HTML.
 
 Charts: events per UTC day per variation (one chart per experiment, the variations stacked),
 value per currency (one chart per currency: minor units of different currencies never share
@@ -12,46 +13,29 @@ as :func:`importer.api.receipt` returns, or a list of dicts with its columns), e
 report's own totals. Bokeh is the optional ``report`` extra (pyproject.toml says why Bokeh):
 :func:`require` tells a user what to install, before anything is sent.
 
-This module is the way in and needs no Bokeh; :mod:`importer.html_page` lays the page out
-and :mod:`importer.html_charts` draws the charts (both imported once Bokeh is known to be
-there).
+This module is the way in and needs no Bokeh; :mod:`importer.html_data` reads a receipt in
+any form, :mod:`importer.html_page` lays the page out and :mod:`importer.html_charts` draws
+the charts (both imported once Bokeh is known to be there).
 """
 
 from __future__ import annotations
 
 import html
 import importlib.util
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING
 
 from importer.errors import UsageError
+from importer.html_data import ReceiptLike, receipt_lines
 from importer.ledger.receipt import Receipt
 
 if TYPE_CHECKING:
-    import pandas as pd
 
     from importer.report import Report
-
-ReceiptLike: TypeAlias = "Receipt | pd.DataFrame | Sequence[Mapping[str, Any]]"
 
 EXTRA = "report"
 INSTALL = f"pip install 'event-backfill[{EXTRA}]'"
 NOTEBOOK_HEIGHT = 900  # pixels of the frame a notebook shows the page in
-_EPOCH = date(1970, 1, 1)
-
-
-class Line(NamedTuple):
-    """One line of a receipt."""
-
-    experiment: str
-    variation: str
-    day: date
-    event: str
-    currency: str | None
-    events: int
-    value: int
 
 
 class HtmlReport:
@@ -131,48 +115,3 @@ def write(report: Report, path: str | Path) -> None:
         )
     else:
         report.notes.append(f"HTML report written to {written}")
-
-
-# -- the receipt, whatever its form ---------------------------------------------------------
-
-
-def receipt_lines(receipt: ReceiptLike | None) -> list[Line]:
-    """A receipt's lines, from a Receipt, a DataFrame or records (dicts)."""
-    if receipt is None:
-        return []
-    if isinstance(receipt, Receipt):
-        return [
-            Line(e, v, _EPOCH + timedelta(days=d), n, c or None, k, value)
-            for e, v, d, n, c, k, value in receipt.lines
-        ]
-    records: Iterable[Mapping[str, Any]]
-    if isinstance(receipt, Sequence):
-        records = receipt
-    else:  # a DataFrame: its NaN and NA become None
-        frame = receipt.astype(object)
-        records = [
-            {str(k): v for k, v in row.items()}
-            for row in frame.where(frame.notna(), None).to_dict("records")
-        ]
-    return [
-        Line(
-            str(row["experiment"]),
-            str(row["variation"]),
-            _as_day(row["day"]),
-            str(row["event"]),
-            str(row["currency"]) if row.get("currency") else None,
-            int(row["events"]),
-            int(row["value"]),
-        )
-        for row in records
-    ]
-
-
-def _as_day(value: Any) -> date:
-    if isinstance(value, datetime):  # pandas' Timestamp too
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, int):
-        return _EPOCH + timedelta(days=value)
-    return date.fromisoformat(str(value)[:10])

@@ -24,11 +24,8 @@ from importer.tables import empty_rejects
 from importer.times import iso_utc
 
 if TYPE_CHECKING:  # pandas loads only when a DataFrame is asked for: the CLI starts faster
-    from pathlib import Path
-
     import pandas as pd
 
-    from importer.html_report import HtmlReport
     from importer.ledger import LedgerRun, Receipt, Resume
     from importer.work import Failure
 
@@ -286,18 +283,6 @@ class Report:
     def render(self) -> str:
         """The report as text for a terminal."""
         return render_text(self)
-
-    def to_html(self) -> HtmlReport:
-        """The report as one self-contained HTML page with charts (the ``report`` extra:
-        Bokeh); a notebook shows it, ``str()`` of it is the page. See
-        :mod:`importer.html_report`."""
-        from importer import html_report
-
-        return html_report.render(self)
-
-    def save_html(self, path: str | Path) -> Path:
-        """Write :meth:`to_html`'s page to ``path``; returns the path."""
-        return self.to_html().save(path)
 
     def _repr_html_(self) -> str:
         rows = [("rows read", f"{self.rows_read:,}")]

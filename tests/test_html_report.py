@@ -105,7 +105,7 @@ def test_a_receipt_is_read_in_any_form(given: Any) -> None:
 
 def test_the_page_has_every_section_and_needs_no_network() -> None:
     """Accounting, charts per experiment and per currency, rules, receipt; scripts inlined."""
-    page = str(a_report().to_html())
+    page = str(api.report_html(a_report()))
     for section in ("accounting", "daily", "value", "rules", "receipt"):
         assert f"<section id='{section}'>" in page
     assert (
@@ -126,7 +126,7 @@ def test_the_page_has_every_section_and_needs_no_network() -> None:
 
 def test_text_is_escaped_and_never_a_template() -> None:
     """A source name with HTML and Jinja syntax is shown as text."""
-    page = str(a_report(source="<b>{{ 7*7 }}</b>").to_html())
+    page = str(api.report_html(a_report(source="<b>{{ 7*7 }}</b>")))
     assert "&lt;b&gt;{{ 7*7 }}&lt;/b&gt;" in page
     assert "<b>{{" not in page
 
@@ -134,7 +134,7 @@ def test_text_is_escaped_and_never_a_template() -> None:
 def test_a_report_without_receipt_charts_its_own_totals() -> None:
     """A check report: events per day and value per event name from its totals."""
     report = a_report(command="check", receipt=None, valid=6, sent=0)
-    page = str(report.to_html())
+    page = str(api.report_html(report))
     assert "All events of the report" in page
     assert "The report&#x27;s totals per event name" in page
     assert "<section id='receipt'>" not in page
@@ -151,24 +151,25 @@ def test_an_explicit_receipt_replaces_the_reports() -> None:
 
 def test_nothing_to_chart_is_a_page_without_scripts() -> None:
     """A report with no rows: the accounting line, no JavaScript."""
-    page = str(Report("check", source="empty.csv").to_html())
+    page = str(api.report_html(Report("check", source="empty.csv")))
     assert "rows read 0 = valid 0 + filtered 0 + rejected 0" in page
     assert "<script" not in page
 
 
 def test_a_notebook_shows_the_page_in_a_frame() -> None:
     """_repr_html_ is an iframe holding the escaped page; repr is short."""
-    page = a_report().to_html()
+    page = api.report_html(a_report())
     frame = page._repr_html_()
     assert frame.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;')
     assert 'sandbox="allow-scripts allow-downloads"' in frame
     assert re.fullmatch(r"<HtmlReport \d+\.\d MB>", repr(page))
 
 
-def test_save_html_writes_the_page(tmp_path: Path) -> None:
-    """save_html writes UTF-8 and returns the path."""
-    path = a_report().save_html(tmp_path / "run.html")
-    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+def test_report_html_with_a_path_writes_the_page(tmp_path: Path) -> None:
+    """report_html(report, path) writes the page as UTF-8, the same page it returns."""
+    page = api.report_html(a_report(), tmp_path / "run.html")
+    written = (tmp_path / "run.html").read_text(encoding="utf-8")
+    assert written.startswith("<!DOCTYPE html>") and written == str(page)
 
 
 def test_a_page_that_cannot_be_written_is_a_warning(tmp_path: Path) -> None:
@@ -187,7 +188,7 @@ def test_without_the_extra_the_message_names_it(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "bokeh", None)
     assert not html_report.available()
     with pytest.raises(UsageError) as raised:
-        a_report().to_html()
+        api.report_html(a_report())
     assert str(raised.value) == MISSING.replace("--report", "the HTML report")
 
 
