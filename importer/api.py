@@ -15,13 +15,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer import html_report
 from importer import ledger as ledgers
 from importer import loop as loops
+from importer.canary import Canary
 from importer.canary import choose as canary_rows
 from importer.collector import Collector
 from importer.collector import Faults as Faults  # the CLI's one door is this module
@@ -730,7 +730,11 @@ async def send_async(
     outcome = None
     try:
         if canary is not None:
-            settings.canary = await asyncio.to_thread(_canary, opened, mapper, store, canary)
+            chosen = await asyncio.to_thread(_canary, opened, mapper, store, canary)
+            settings.canary = chosen.positions
+            if (short := chosen.shortfall()) is not None:
+                report.warnings.append(short)
+                settings.progress.note(f"warning: {short}")
         if collector is not None:
             mapper.endpoint = await collector.start()
             report.notes.append(f"sandbox: sent to a local collector at {mapper.endpoint}")
@@ -755,7 +759,7 @@ async def send_async(
     return report
 
 
-def _canary(source: Source, mapper: Mapper, store: Settled, n: int) -> np.ndarray:
+def _canary(source: Source, mapper: Mapper, store: Settled, n: int) -> Canary:
     """The positions a canary of ``n`` rows sends: a first pass over the rows not settled
     yet (its warnings are not counted: the send's own pass counts them)."""
     warned, mapper.warned = mapper.warned, type(mapper.warned)()
@@ -763,7 +767,7 @@ def _canary(source: Source, mapper: Mapper, store: Settled, n: int) -> np.ndarra
         chosen = canary_rows(mapped_batches(source, mapper, ledger=store, workers=1), n)
     finally:
         mapper.warned = warned
-    return chosen.positions
+    return chosen
 
 
 def _open_ledger(

@@ -37,6 +37,19 @@ class Canary:
     def __len__(self) -> int:
         return len(self.positions)
 
+    def shortfall(self) -> str | None:
+        """What a user must know when the rows asked for are fewer than the pairs."""
+        if not self.uncovered:
+            return None
+        left_out = ", ".join(f"{e}:{v}" for e, v in self.uncovered[:10])
+        more = " ..." if len(self.uncovered) > 10 else ""
+        covered = len(self.pairs) - len(self.uncovered)
+        return (
+            f"canary: {len(self):,} rows cover {covered:,} of {len(self.pairs):,} "
+            f"experiment:variation pairs; not covered: {left_out}{more}. Use --canary "
+            f"{len(self.pairs)} or more to cover each."
+        )
+
 
 def choose(batches: Iterable[Mapped], n: int) -> Canary:
     """Up to ``n`` rows, spread over every experiment/variation pair of the valid rows:

@@ -406,7 +406,8 @@ def resume_lines(resume: Resume | None, ledger: LedgerRun | None = None) -> list
     ]
     if resume.left:
         out.append(
-            f"  {resume.left:,} rows the last run left pending (endpoint down, or stopped) "
+            f"  {resume.left:,} rows the last run left pending (endpoint down, stopped, or held "
+            "back by --canary) "
             "are sent now"
         )
     if resume.unknown:

@@ -41,6 +41,7 @@ def test_a_canary_covers_every_pair_then_the_rest_goes_once(tmp_path: Path) -> N
         rest = api.send(SALES, schema=SCHEMA, endpoint=collector.url, ledger=ledger)
         received = Counter(collector.accepted_queries())
     assert (first.sent, first.pending, first.stopped, first.exit_code) == (10, 590, "canary", 1)
+    assert not [w for w in first.warnings if w.startswith("canary:")]  # every pair covered
     assert len(canary) == 10
     assert set().union(*(pairs_in(q) for q in canary)) == every_pair()  # 7 pairs
     assert (rest.sent, rest.pending, rest.exit_code) == (590, 0, 0)
@@ -56,7 +57,12 @@ def test_a_canary_smaller_than_the_pairs_covers_as_many_as_it_can(tmp_path: Path
         )
         canary = collector.accepted_queries()
     assert report.sent == 3 and len(canary) == 3
-    assert len(set().union(*(pairs_in(q) for q in canary))) >= 3
+    covered = set().union(*(pairs_in(q) for q in canary))
+    assert len(covered) >= 3
+    left_out = sorted(every_pair() - covered)
+    (warning,) = [w for w in report.warnings if w.startswith("canary:")]
+    assert f"cover {len(covered)} of 7 experiment:variation pairs" in warning
+    assert all(f"{e}:{v}" in warning for e, v in left_out)
 
 
 def test_two_canaries_never_send_a_row_twice(tmp_path: Path) -> None:
