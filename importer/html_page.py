@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from importer.mapping import WINDOW_FILTER
+from importer.report import uncounted
 from importer.rules import RULES
 from importer.times import iso_utc
 
@@ -176,6 +177,8 @@ class Page:
                 f"<p>{self.receipt.unknown_skipped:,} rows skipped as unknown (--unknown skip; "
                 "they may have arrived) are not in it.</p>"
             )
+        if (caveat := uncounted(self.report)) is not None:
+            out.append(f"<p>{_e(caveat[0].upper() + caveat[1:])}.</p>")
         self.add("".join(out) + "</section>")
 
     def _remarks(self) -> None:

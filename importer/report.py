@@ -368,6 +368,8 @@ def render_text(report: Report) -> str:
     out += _events(report.stats, "sent" if sending else "valid")
     if report.receipt is not None:
         out += receipt_lines(report.receipt, folded=True)
+        if (caveat := uncounted(report)) is not None:
+            out.append(f"  ({caveat})")
     collector = report.collector
     if collector:
         out.append(
@@ -476,6 +478,18 @@ def _events(stats: EventStats, label: str) -> list[str]:
     ):
         out.append(f"  {name:<{width}}  {currency or '?':<3}  {n:>10,} events   v = {value:,}")
     return out
+
+
+def uncounted(report: Report) -> str | None:
+    """The receipt's caveat when the datafile warned that sent events will not count."""
+    n = report.warned_by_rule.get("goal-not-in-experiment", 0)
+    if not n:
+        return None
+    return (
+        f"{n:,} of these events were sent with a goal not attached to an experiment of their "
+        "row (warning goal-not-in-experiment): they are in this receipt, but that "
+        "experiment's results page will not count them"
+    )
 
 
 def receipt_lines(receipt: Receipt, *, folded: bool) -> list[str]:

@@ -822,3 +822,22 @@ def test_large_projects_look_links_up_in_a_sorted_array(monkeypatch: pytest.Monk
         assert (
             dense.lost_goals(goals, experiments, 8) == sparse.lost_goals(goals, experiments, 8)
         ).all()
+
+
+def test_the_receipt_says_which_sent_events_will_not_count(tmp_path: Path) -> None:
+    """goal-not-in-experiment rows are sent and in the receipt: the report says the results
+    page will not count them (a newcomer compared the two and found the gap unexplained)."""
+    with RunningCollector() as collector:
+        report = importer.send(
+            str(IDS),
+            schema=str(IDS_SCHEMA),
+            datafile=DATAFILE,
+            endpoint=collector.url,
+            ledger=tmp_path / "l.sqlite",
+            now=NOW,
+        )
+    n = report.warned_by_rule["goal-not-in-experiment"]
+    text = report.render()
+    receipt_at = text.index("receipt of run")
+    caveat = f"{n:,} of these events were sent with a goal not attached to an experiment"
+    assert caveat in text[receipt_at:]
