@@ -633,7 +633,11 @@ def main() -> None:
         if args.rss_rows:
             big = make_parquet(args.rss_rows)
             transport = ("--transport", args.rss_transport)
-            rate, rss = send_cli(big, schema, args.concurrency, folder / "rss.sqlite", *transport)
+            # VmHWM from /proc, not wait4's ru_maxrss: that counts the pages the child shared
+            # with this process (holding the big file's table) before it exec'd.
+            rate, rss, _ = send_tree_rss(
+                big, schema, args.concurrency, folder / "rss.sqlite", *transport
+            )
             print(
                 f"  peak RSS of send ({args.rss_transport}) on {args.rss_rows:,} rows: "
                 f"{rss / 1024:,.0f} MB "
